@@ -16,6 +16,7 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 . "$ROOT/scripts/lib/pins.sh"
+. "$ROOT/scripts/lib/common.sh"
 . "$ROOT/scripts/lib/kernel.sh"
 
 WORK=${TMPDIR:-/tmp}/supermachine-kbuild-x86_64
@@ -62,6 +63,6 @@ if [ "$RECORD" = 1 ]; then
         --source "Debian $PIN_LINUX_SOURCE_PKG $PIN_LINUX_SOURCE_VERSION (Linux $RELEASE)" \
         --toolchain "gcc-12 $PIN_GCC_VERSION, binutils $PIN_BINUTILS_VERSION, xz-utils $PIN_XZ_VERSION" \
         --recipe scripts/kvm-x86_64-build.sh \
-        --inputs "scripts/kvm-x86_64-build.sh scripts/lib/kernel.sh scripts/lib/pins.sh scripts/kconfig/common/*.config scripts/kconfig/x86_64/*.config" \
+        --inputs "scripts/kvm-x86_64-build.sh scripts/lib/common.sh scripts/lib/kernel.sh scripts/lib/pins.sh scripts/kconfig/common/*.config scripts/kconfig/x86_64/*.config" \
         --extra "kernel_release=$RELEASE"
 fi

@@ -1,16 +1,7 @@
 # Shared kernel recipe: tinyconfig + fragments, asserted, pinned, reproducible.
 # Sourced by scripts/kvm-x86_64-build.sh and scripts/hvf-aarch64-build.sh.
 # shellcheck shell=bash
-
-die() { echo "error: $*" >&2; exit 1; }
-
-# require_pkg NAME VERSION: fail unless the installed Debian package matches the pin.
-require_pkg() {
-    local have
-    have=$(dpkg-query -W -f='${Version}' "$1" 2>/dev/null) || have=none
-    [ "$have" = "$2" ] || die "package $1 is $have, the recipe is pinned to $2
-  fix: apt-get install $1=$2   (or update the pin in scripts/lib/pins.sh and rebuild every payload)"
-}
+# Needs scripts/lib/common.sh.
 
 # unpack_source WORKDIR: extract the pinned linux-source tarball once.
 unpack_source() {
@@ -56,9 +47,4 @@ build_kernel() {
     local src=$1 target=$3
     local -a makeargs; read -r -a makeargs <<<"$2"
     make -C "$src" "${makeargs[@]}" -j"$(nproc)" LOCALVERSION= "$target"
-}
-
-# xz_payload IN OUT: the crate payload compression (single-threaded: reproducible).
-xz_payload() {
-    xz -T1 -9e --check=crc64 -c "$1" >"$2.tmp" && mv "$2.tmp" "$2"
 }

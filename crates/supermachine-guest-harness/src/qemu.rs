@@ -1,0 +1,243 @@
+//! Boots a guest under QEMU with TCG and watches its serial console.
+//!
+//! `/dev/kvm` on our build machines cannot run guest kernels (see TESTING.md), so every boot
+//! here is `-accel tcg`. The console is the guest's ttyS0 (x86) or ttyAMA0 (arm64) on QEMU's
+//! stdout, read line by line with arrival times, so tests can wait for markers and benchmarks
+//! can time them.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// The QEMU machine model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Machine {
+    /// x86 `-M microvm`: virtio-mmio only. With `acpi: false` QEMU describes CPUs with an MP
+    /// table and declares virtio-mmio devices on the kernel cmdline, as the supermachine KVM
+    /// backend does (a guest must then `reboot`, not power off, to end the VM).
+    Microvm {
+        /// Give the guest ACPI tables (needed for `poweroff` to stop QEMU).
+        acpi: bool,
+    },
+    /// x86 `-M pc` (SeaBIOS, PCI): virtio-pci devices.
+    Pc,
+    /// arm64 `-M virt -cpu cortex-a72`.
+    Virt,
+}
+
+impl Machine {
+    fn binary(self) -> &'static str {
+        match self {
+            Machine::Virt => "qemu-system-aarch64",
+            _ => "qemu-system-x86_64",
+        }
+    }
+    fn is_mmio(self) -> bool {
+        !matches!(self, Machine::Pc)
+    }
+}
+
+/// TSC frequency passed to microvm guests: TCG has no calibrated TSC, and without this token
+/// the guest can hang calibrating its clock.
+pub const TSC_EARLY_KHZ: u32 = 2_000_000;
+
+/// What to boot.
+#[derive(Debug, Clone)]
+pub struct VmConfig {
+    /// Machine model.
+    pub machine: Machine,
+    /// Kernel image (bzImage or arm64 Image).
+    pub kernel: PathBuf,
+    /// Initramfs, if any.
+    pub initrd: Option<PathBuf>,
+    /// Kernel cmdline; the console and (microvm) `tsc_early_khz` tokens are added.
+    pub append: String,
+    /// Guest RAM in MiB.
+    pub mem_mib: u32,
+    /// vCPUs.
+    pub cpus: u32,
+    /// Raw disk images, attached as virtio-blk in order (vda, vdb, …).
+    pub drives: Vec<PathBuf>,
+    /// A vhost-user vsock backend socket (vhost-device-vsock) to attach.
+    pub vhost_user_vsock: Option<PathBuf>,
+}
+
+impl VmConfig {
+    /// A config with defaults: 128 MiB, 1 vCPU, no disks.
+    pub fn new(machine: Machine, kernel: impl Into<PathBuf>) -> Self {
+        VmConfig { machine, kernel: kernel.into(), initrd: None, append: String::new(), mem_mib: 128,
+                   cpus: 1, drives: Vec::new(), vhost_user_vsock: None }
+    }
+
+    /// The full QEMU command line.
+    pub fn command(&self) -> Command {
+        let mut c = Command::new(self.machine.binary());
+        let mem = format!("{}M", self.mem_mib);
+        // vhost-user needs guest RAM in a shared memfd of exactly -m bytes.
+        let shared_mem = self.vhost_user_vsock.is_some();
+        let membackend = if shared_mem { ",memory-backend=mem" } else { "" };
+        let mut append = self.append.clone();
+        match self.machine {
+            Machine::Microvm { acpi } => {
+                c.args(["-M", &format!("microvm,pit=on,pic=on,rtc=on,acpi={}{membackend}",
+                                       if acpi { "on" } else { "off" })]);
+                c.args(["-cpu", "max"]);
+                append = format!("console=ttyS0 tsc_early_khz={TSC_EARLY_KHZ} {append}");
+            }
+            Machine::Pc => {
+                c.args(["-M", &format!("pc{membackend}"), "-cpu", "max"]);
+                append = format!("console=ttyS0 {append}");
+            }
+            Machine::Virt => {
+                c.args(["-M", &format!("virt{membackend}"), "-cpu", "cortex-a72"]);
+                append = format!("console=ttyAMA0 {append}");
+            }
+        }
+        c.args(["-accel", "tcg", "-m", &mem, "-smp", &self.cpus.to_string()]);
+        if shared_mem {
+            c.args(["-object", &format!("memory-backend-memfd,id=mem,size={mem},share=on")]);
+        }
+        c.arg("-kernel").arg(&self.kernel);
+        if let Some(initrd) = &self.initrd {
+            c.arg("-initrd").arg(initrd);
+        }
+        c.args(["-append", append.trim()]);
+        let (blk, vsock) = if self.machine.is_mmio() {
+            ("virtio-blk-device", "vhost-user-vsock-device")
+        } else {
+            ("virtio-blk-pci", "vhost-user-vsock-pci")
+        };
+        for (i, d) in self.drives.iter().enumerate() {
+            c.args(["-drive", &format!("id=d{i},file={},format=raw,if=none,readonly=on", d.display())]);
+            c.args(["-device", &format!("{blk},drive=d{i}")]);
+        }
+        if let Some(sock) = &self.vhost_user_vsock {
+            c.args(["-chardev", &format!("socket,id=vsc,path={}", sock.display())]);
+            c.args(["-device", &format!("{vsock},chardev=vsc")]);
+        }
+        c.args(["-nodefaults", "-no-reboot", "-display", "none", "-serial", "stdio"]);
+        c
+    }
+}
+
+#[derive(Default)]
+struct Console {
+    lines: Vec<(Duration, String)>,
+    closed: bool,
+}
+
+/// A running guest. Killed when dropped.
+pub struct Vm {
+    child: Child,
+    started: Instant,
+    console: Arc<(Mutex<Console>, Condvar)>,
+}
+
+impl Vm {
+    /// Starts QEMU.
+    pub fn spawn(cfg: &VmConfig) -> std::io::Result<Vm> {
+        let mut cmd = cfg.command();
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let started = Instant::now();
+        let mut child = cmd.spawn().map_err(|e| {
+            std::io::Error::new(e.kind(), format!("starting {:?}: {e}", cfg.machine.binary()))
+        })?;
+        let console = Arc::new((Mutex::new(Console::default()), Condvar::new()));
+        for (stream, tag) in [(child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>), ""),
+                              (child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>), "qemu: ")] {
+            let Some(stream) = stream else { continue };
+            let console = console.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream);
+                let mut buf = Vec::new();
+                loop {
+                    buf.clear();
+                    match reader.read_until(b'\n', &mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {
+                            let line = String::from_utf8_lossy(&buf).trim_end_matches(['\r', '\n']).to_string();
+                            let (m, cv) = &*console;
+                            m.lock().unwrap().lines.push((started.elapsed(), format!("{tag}{line}")));
+                            cv.notify_all();
+                        }
+                    }
+                }
+                if tag.is_empty() {
+                    let (m, cv) = &*console;
+                    m.lock().unwrap().closed = true;
+                    cv.notify_all();
+                }
+            });
+        }
+        Ok(Vm { child, started, console })
+    }
+
+    /// Waits until a console line contains `marker`; returns the time since launch it arrived.
+    /// On timeout or QEMU exit, the error holds the console so far.
+    pub fn wait_for(&self, marker: &str, timeout: Duration) -> Result<Duration, String> {
+        let deadline = Instant::now() + timeout;
+        let (m, cv) = &*self.console;
+        let mut c = m.lock().unwrap();
+        loop {
+            if let Some((t, _)) = c.lines.iter().find(|(_, l)| l.contains(marker)) {
+                return Ok(*t);
+            }
+            let now = Instant::now();
+            if c.closed || now >= deadline {
+                let why = if c.closed { "QEMU exited" } else { "timed out" };
+                let log: Vec<_> = c.lines.iter().map(|(_, l)| l.as_str()).collect();
+                return Err(format!("{why} after {:?} waiting for {marker:?}; console:\n{}",
+                                   self.started.elapsed(), log.join("\n")));
+            }
+            c = cv.wait_timeout(c, deadline - now).unwrap().0;
+        }
+    }
+
+    /// Waits for QEMU to exit (the guest powered off or rebooted with `-no-reboot`).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus, String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(st) = self.child.try_wait().map_err(|e| e.to_string())? {
+                // Let the reader threads drain the console.
+                let (m, cv) = &*self.console;
+                let c = m.lock().unwrap();
+                let _ = cv.wait_timeout_while(c, Duration::from_secs(2), |c| !c.closed);
+                return Ok(st);
+            }
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                return Err(format!("QEMU still running after {timeout:?}; console:\n{}", self.console_text()));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The whole console so far.
+    pub fn console_text(&self) -> String {
+        let c = self.console.0.lock().unwrap();
+        c.lines.iter().map(|(_, l)| l.as_str()).collect::<Vec<_>>().join("\n")
+    }
+
+    /// Console lines between the lines containing `begin` and `end` markers.
+    pub fn section(&self, begin: &str, end: &str) -> Vec<String> {
+        let c = self.console.0.lock().unwrap();
+        c.lines.iter().map(|(_, l)| l.clone())
+            .skip_while(|l| !l.contains(begin)).skip(1)
+            .take_while(|l| !l.contains(end))
+            .collect()
+    }
+
+    /// Time since launch.
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
