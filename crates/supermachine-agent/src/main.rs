@@ -1,1 +1,188 @@
-fn main() {}
+//! `supermachine-agent`: PID 1 in a supermachine guest. Serves protocol v5 (see the
+//! `supermachine-agent-proto` crate and docs/PROTOCOL.md) on AF_VSOCK port 1028, or one session
+//! on stdin/stdout with `--exec-stdio`.
+//!
+//! ```text
+//! supermachine-agent [--port N] [--exec-stdio] [--run-dir DIR] [--sys-root DIR] [--version]
+//! ```
+//!
+//! PID-1 duties (mounts, orphan reaping, poweroff instead of exit, SIGTERM handling) are done only
+//! when the process really is PID 1. Otherwise the agent makes itself a child subreaper so that
+//! orphans of its execs are still reaped by it.
+
+#[cfg(not(target_os = "linux"))]
+compile_error!("supermachine-agent runs only on Linux");
+
+mod conn;
+mod control;
+mod exec;
+mod pid1;
+mod reaper;
+mod sys;
+
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+pub struct Config {
+    /// Where `supermachine-agent-ready` and `supermachine-workload.pid` live (default /run).
+    pub run_dir: PathBuf,
+    /// Prefix for /sys and /proc/sys paths written by smpark and drop_vfs_caches (default /).
+    pub sys_root: PathBuf,
+    pub pid1: bool,
+}
+
+static CONFIG: OnceLock<Config> = OnceLock::new();
+
+pub fn config() -> &'static Config {
+    CONFIG.get_or_init(|| Config { run_dir: "/run".into(), sys_root: "/".into(), pid1: false })
+}
+
+pub fn log(msg: &str) {
+    let line = format!("supermachine-agent: {msg}\n");
+    let _ = sys::write_all(2, line.as_bytes());
+}
+
+const USAGE: &str = "usage: supermachine-agent [--port N] [--exec-stdio] [--run-dir DIR] [--sys-root DIR] [--version]\n";
+
+fn main() {
+    sys::ensure_std_fds();
+    let pid1 = sys::getpid() == 1;
+    let mut port = supermachine_agent_proto::DEFAULT_PORT;
+    let mut stdio = false;
+    let mut run_dir = PathBuf::from("/run");
+    let mut sys_root = PathBuf::from("/");
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let (flag, inline) = match a.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
+            _ => (a.clone(), None),
+        };
+        let mut value = || inline.clone().or_else(|| args.next());
+        match flag.as_str() {
+            "--exec-stdio" => stdio = true,
+            "--port" => match value().and_then(|v| v.parse().ok()) {
+                Some(p) => port = p,
+                None => bad_usage(pid1, "--port needs a number"),
+            },
+            "--run-dir" => match value() {
+                Some(v) => run_dir = v.into(),
+                None => bad_usage(pid1, "--run-dir needs a directory"),
+            },
+            "--sys-root" => match value() {
+                Some(v) => sys_root = v.into(),
+                None => bad_usage(pid1, "--sys-root needs a directory"),
+            },
+            "--version" | "-V" => {
+                println!("supermachine-agent {} (protocol {})", env!("CARGO_PKG_VERSION"), supermachine_agent_proto::PROTOCOL_VERSION);
+                return;
+            }
+            "--help" | "-h" => {
+                print!("{USAGE}");
+                return;
+            }
+            // As PID 1 the kernel passes unknown command-line words through: ignore them.
+            other => log(&format!("ignoring unknown argument {other:?}")),
+        }
+    }
+    let _ = CONFIG.set(Config { run_dir, sys_root, pid1 });
+
+    if pid1 {
+        pid1::init();
+    } else {
+        // Orphans of our execs are reparented to us, not to the real init.
+        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    }
+    reaper::init();
+
+    if stdio {
+        conn::serve(Arc::new(conn::Conn::stdio()));
+        if pid1 {
+            pid1::poweroff("--exec-stdio session ended");
+        }
+        std::process::exit(0);
+    }
+    let err = listen(port);
+    fatal(&err);
+}
+
+fn bad_usage(pid1: bool, msg: &str) {
+    log(msg);
+    if !pid1 {
+        eprint!("{USAGE}");
+        std::process::exit(2);
+    }
+}
+
+/// Logs and ends: power off as PID 1, exit 1 otherwise.
+pub fn fatal(msg: &str) -> ! {
+    log(&format!("fatal: {msg}"));
+    if config().pid1 {
+        pid1::poweroff(msg);
+    }
+    std::process::exit(1)
+}
+
+fn listen(port: u32) -> String {
+    let mut tries = 0;
+    let fd = loop {
+        match vsock_listen(port) {
+            Ok(fd) => break fd,
+            Err(e) if tries < 30 => {
+                if tries == 0 {
+                    log(&format!("vsock port {port}: {e}; retrying"));
+                }
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_secs(1));
+            }
+            Err(e) => return format!("cannot listen on vsock port {port}: {e}"),
+        }
+    };
+    let ready = config().run_dir.join("supermachine-agent-ready");
+    if let Err(e) = std::fs::write(&ready, format!("{}\n", sys::getpid())) {
+        log(&format!("cannot write {}: {e}", ready.display()));
+    }
+    log(&format!("listening on vsock port {port} (protocol {})", supermachine_agent_proto::PROTOCOL_VERSION));
+    loop {
+        let mut addr: libc::sockaddr_vm = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::sockaddr_vm>() as libc::socklen_t;
+        let c = unsafe { libc::accept4(fd, (&mut addr as *mut libc::sockaddr_vm).cast(), &mut len, libc::SOCK_CLOEXEC) };
+        if c < 0 {
+            let e = std::io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EINTR) | Some(libc::ECONNABORTED) => {}
+                _ => {
+                    log(&format!("accept: {e}"));
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+            }
+            continue;
+        }
+        if addr.svm_cid != supermachine_agent_proto::HOST_CID {
+            log(&format!("refusing a connection from CID {}", addr.svm_cid));
+            unsafe { libc::close(c) };
+            continue;
+        }
+        let conn = Arc::new(conn::Conn::socket(c));
+        let spawned = std::thread::Builder::new().name("conn".into()).stack_size(256 * 1024).spawn(move || conn::serve(conn));
+        if let Err(e) = spawned {
+            log(&format!("cannot start a connection thread: {e}"));
+        }
+    }
+}
+
+fn vsock_listen(port: u32) -> std::io::Result<libc::c_int> {
+    let fd = sys::cvt(unsafe { libc::socket(libc::AF_VSOCK, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) })?;
+    let mut addr: libc::sockaddr_vm = unsafe { std::mem::zeroed() };
+    addr.svm_family = libc::AF_VSOCK as libc::sa_family_t;
+    addr.svm_port = port;
+    addr.svm_cid = libc::VMADDR_CID_ANY;
+    let r = sys::cvt(unsafe {
+        libc::bind(fd, (&addr as *const libc::sockaddr_vm).cast(), std::mem::size_of::<libc::sockaddr_vm>() as libc::socklen_t)
+    })
+    .and_then(|_| sys::cvt(unsafe { libc::listen(fd, 128) }));
+    if let Err(e) = r {
+        unsafe { libc::close(fd) };
+        return Err(e);
+    }
+    Ok(fd)
+}

@@ -1,0 +1,116 @@
+//! One connection: read the first frame and dispatch to an exec or a control call.
+
+use crate::sys;
+use std::io::{self, BufReader, Read};
+use std::os::fd::RawFd;
+use std::sync::{Arc, Mutex};
+use supermachine_agent_proto::{self as proto, FrameType, HEADER_LEN};
+
+/// Both directions of a connection: one socket (vsock) or stdin/stdout (`--exec-stdio`).
+pub struct Conn {
+    pub rfd: RawFd,
+    pub wfd: RawFd,
+    owned: bool,
+    wlock: Mutex<()>,
+}
+
+impl Conn {
+    /// A connection on one socket the `Conn` takes ownership of.
+    pub fn socket(fd: RawFd) -> Conn {
+        Conn { rfd: fd, wfd: fd, owned: true, wlock: Mutex::new(()) }
+    }
+
+    /// The process's stdin and stdout (not closed on drop).
+    pub fn stdio() -> Conn {
+        Conn { rfd: 0, wfd: 1, owned: false, wlock: Mutex::new(()) }
+    }
+
+    /// Sends one frame.
+    pub fn send(&self, kind: FrameType, payload: &[u8]) -> io::Result<()> {
+        let _g = self.wlock.lock().unwrap_or_else(|e| e.into_inner());
+        if payload.len() <= 4096 {
+            let mut b = [0u8; HEADER_LEN + 4096];
+            b[..HEADER_LEN].copy_from_slice(&proto::header(kind, payload.len()));
+            b[HEADER_LEN..HEADER_LEN + payload.len()].copy_from_slice(payload);
+            sys::write_all(self.wfd, &b[..HEADER_LEN + payload.len()])
+        } else {
+            sys::write_all(self.wfd, &proto::header(kind, payload.len()))?;
+            sys::write_all(self.wfd, payload)
+        }
+    }
+
+    /// Sends a frame whose payload is `buf[HEADER_LEN..]`; the header is filled in place.
+    pub fn send_prefixed(&self, kind: FrameType, buf: &mut [u8]) -> io::Result<()> {
+        let h = proto::header(kind, buf.len() - HEADER_LEN);
+        buf[..HEADER_LEN].copy_from_slice(&h);
+        let _g = self.wlock.lock().unwrap_or_else(|e| e.into_inner());
+        sys::write_all(self.wfd, buf)
+    }
+
+    pub fn send_error(&self, msg: &str) {
+        let _ = self.send(FrameType::Error, msg.as_bytes());
+    }
+
+    /// Wakes a reader blocked on this connection; false when that is impossible (a pipe).
+    pub fn shutdown_read(&self) -> bool {
+        sys::shutdown(self.rfd, libc::SHUT_RD).is_ok()
+    }
+
+    /// Signals EOF to the peer.
+    pub fn shutdown_write(&self) {
+        if sys::shutdown(self.wfd, libc::SHUT_WR).is_err() && !self.owned {
+            // stdout is a pipe: closing it is the only way to signal EOF.
+            unsafe { libc::close(self.wfd) };
+        }
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        if self.owned {
+            unsafe { libc::close(self.rfd) };
+            if self.wfd != self.rfd {
+                unsafe { libc::close(self.wfd) };
+            }
+        }
+    }
+}
+
+/// `Read` over the connection's input side.
+pub struct ConnReader(pub Arc<Conn>);
+
+impl Read for ConnReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        sys::read(self.0.rfd, buf)
+    }
+}
+
+pub type FrameReader = BufReader<ConnReader>;
+
+/// Serves one connection to completion.
+pub fn serve(conn: Arc<Conn>) {
+    let mut rd = BufReader::with_capacity(64 * 1024, ConnReader(conn.clone()));
+    let first = match proto::read_frame(&mut rd) {
+        Ok(None) => return,
+        Ok(Some(f)) => f,
+        Err(e) => return conn.send_error(&e.to_string()),
+    };
+    match first.kind {
+        FrameType::Request => match proto::parse_exec_request(&first.payload) {
+            Ok(req) => crate::exec::run(conn, rd, req),
+            Err(e) => conn.send_error(&format!("REQUEST: {e}")),
+        },
+        FrameType::Control => {
+            let reply = match proto::parse_control_request(&first.payload) {
+                Ok(proto::ControlRequest::PortForward { port }) => return crate::control::port_forward(conn, rd, port),
+                Ok(req) => match crate::control::handle(&req) {
+                    Ok(fields) => proto::ack_ok(fields),
+                    Err(msg) => proto::ack_err(&msg),
+                },
+                Err(e) => proto::ack_err(&e.to_string()),
+            };
+            let _ = conn.send(FrameType::Control, &reply);
+        }
+        other => conn.send_error(&format!("the first frame must be REQUEST or CONTROL, got {other}")),
+    }
+}
