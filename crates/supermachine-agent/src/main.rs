@@ -42,7 +42,8 @@ pub fn log(msg: &str) {
     let _ = sys::write_all(2, line.as_bytes());
 }
 
-const USAGE: &str = "usage: supermachine-agent [--port N] [--exec-stdio] [--run-dir DIR] [--sys-root DIR] [--version]\n";
+const USAGE: &str =
+    "usage: supermachine-agent [--port N | --exec-stdio | --listen-unix PATH] [--run-dir DIR] [--sys-root DIR] [--version]\n";
 
 fn main() {
     sys::ensure_std_fds();
@@ -51,6 +52,7 @@ fn main() {
     let mut stdio = false;
     let mut run_dir = PathBuf::from("/run");
     let mut sys_root = PathBuf::from("/");
+    let mut unix: Option<PathBuf> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let (flag, inline) = match a.split_once('=') {
@@ -71,6 +73,11 @@ fn main() {
             "--sys-root" => match value() {
                 Some(v) => sys_root = v.into(),
                 None => bad_usage(pid1, "--sys-root needs a directory"),
+            },
+            // Testing aid: serve on a Unix socket instead of vsock (same accept loop).
+            "--listen-unix" => match value() {
+                Some(v) => unix = Some(v.into()),
+                None => bad_usage(pid1, "--listen-unix needs a path"),
             },
             "--version" | "-V" => {
                 println!("supermachine-agent {} (protocol {})", env!("CARGO_PKG_VERSION"), supermachine_agent_proto::PROTOCOL_VERSION);
@@ -101,7 +108,10 @@ fn main() {
         }
         std::process::exit(0);
     }
-    let err = listen(port);
+    let err = match unix {
+        Some(path) => listen_unix(&path),
+        None => listen_vsock(port),
+    };
     fatal(&err);
 }
 
@@ -122,7 +132,7 @@ pub fn fatal(msg: &str) -> ! {
     std::process::exit(1)
 }
 
-fn listen(port: u32) -> String {
+fn listen_vsock(port: u32) -> String {
     let mut tries = 0;
     let fd = loop {
         match vsock_listen(port) {
@@ -137,15 +147,27 @@ fn listen(port: u32) -> String {
             Err(e) => return format!("cannot listen on vsock port {port}: {e}"),
         }
     };
+    accept_loop(fd, &format!("vsock port {port}"), true)
+}
+
+fn listen_unix(path: &std::path::Path) -> String {
+    let _ = std::fs::remove_file(path);
+    match std::os::unix::net::UnixListener::bind(path) {
+        Ok(l) => accept_loop(std::os::fd::IntoRawFd::into_raw_fd(l), &format!("unix socket {}", path.display()), false),
+        Err(e) => format!("cannot listen on {}: {e}", path.display()),
+    }
+}
+
+fn accept_loop(fd: libc::c_int, what: &str, vsock: bool) -> String {
     let ready = config().run_dir.join("supermachine-agent-ready");
     if let Err(e) = std::fs::write(&ready, format!("{}\n", sys::getpid())) {
         log(&format!("cannot write {}: {e}", ready.display()));
     }
-    log(&format!("listening on vsock port {port} (protocol {})", supermachine_agent_proto::PROTOCOL_VERSION));
+    log(&format!("listening on {what} (protocol {})", supermachine_agent_proto::PROTOCOL_VERSION));
     loop {
-        let mut addr: libc::sockaddr_vm = unsafe { std::mem::zeroed() };
-        let mut len = std::mem::size_of::<libc::sockaddr_vm>() as libc::socklen_t;
-        let c = unsafe { libc::accept4(fd, (&mut addr as *mut libc::sockaddr_vm).cast(), &mut len, libc::SOCK_CLOEXEC) };
+        let mut addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        let c = unsafe { libc::accept4(fd, (&mut addr as *mut libc::sockaddr_storage).cast(), &mut len, libc::SOCK_CLOEXEC) };
         if c < 0 {
             let e = std::io::Error::last_os_error();
             match e.raw_os_error() {
@@ -157,10 +179,13 @@ fn listen(port: u32) -> String {
             }
             continue;
         }
-        if addr.svm_cid != supermachine_agent_proto::HOST_CID {
-            log(&format!("refusing a connection from CID {}", addr.svm_cid));
-            unsafe { libc::close(c) };
-            continue;
+        if vsock {
+            let vm = unsafe { &*(&addr as *const libc::sockaddr_storage).cast::<libc::sockaddr_vm>() };
+            if vm.svm_cid != supermachine_agent_proto::HOST_CID {
+                log(&format!("refusing a connection from CID {}", vm.svm_cid));
+                unsafe { libc::close(c) };
+                continue;
+            }
         }
         let conn = Arc::new(conn::Conn::socket(c));
         let spawned = std::thread::Builder::new().name("conn".into()).stack_size(256 * 1024).spawn(move || conn::serve(conn));
