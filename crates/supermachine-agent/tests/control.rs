@@ -340,3 +340,51 @@ fn listening_agent_serves_concurrent_connections_and_survives_bad_ones() {
     let log = agent.stop();
     assert!(log.contains("listening on unix socket"), "{log}");
 }
+
+#[test]
+fn hybrid_vsock_connect_retries_until_ok_then_speaks_the_protocol() {
+    use std::os::unix::net::{UnixListener, UnixStream};
+    use supermachine_agent_client::{connect_hybrid_vsock, Client, HybridVsock};
+    let d = TempDir::new("hybrid");
+    let agent = ListeningAgent::spawn(&d, &Opts::default());
+    let uds = d.path("vm.vsock");
+    let listener = UnixListener::bind(&uds).unwrap();
+    let target = agent.socket.clone();
+    // A fake VMM: the first two connections end in EOF (guest not listening yet), later ones
+    // answer OK and splice to the agent.
+    std::thread::spawn(move || {
+        for (i, s) in listener.incoming().enumerate() {
+            let mut s = s.unwrap();
+            let mut line = Vec::new();
+            let mut b = [0u8; 1];
+            while s.read(&mut b).unwrap() == 1 && b[0] != b'\n' {
+                line.push(b[0]);
+            }
+            assert_eq!(line, b"CONNECT 1028");
+            if i < 2 {
+                continue;
+            }
+            s.write_all(b"OK 7777\n").unwrap();
+            let a = UnixStream::connect(&target).unwrap();
+            let (mut s2, mut a2) = (s.try_clone().unwrap(), a.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut s2, &mut a2);
+                let _ = a2.shutdown(std::net::Shutdown::Write);
+            });
+            let (mut a, mut s) = (a, s);
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut a, &mut s);
+                let _ = s.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    let c = Client::new(HybridVsock::new(&uds, 1028, Duration::from_secs(10)));
+    assert!(c.probe().unwrap().protocol >= 5);
+    let out = c.exec(&ExecRequest::new(["echo", "via vsock"]), None).unwrap();
+    assert_eq!(out.stdout, b"via vsock\n");
+    // nothing there: gives up at the deadline with a useful error
+    let t = std::time::Instant::now();
+    let e = connect_hybrid_vsock(d.path("absent.sock"), 1028, Duration::from_millis(300)).unwrap_err();
+    assert!(t.elapsed() >= Duration::from_millis(300));
+    assert!(e.to_string().contains("absent.sock"), "{e}");
+}
