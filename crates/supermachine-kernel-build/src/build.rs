@@ -206,13 +206,15 @@ fn prepare(arch: Arch, spec: AssetSpec, entry: Option<Entry>, payload_dir: &Path
         xz_path.display(), manifest.display(), xz_path.display(), spec.env_vars(arch)[0]);
 
     let compressed = fs::read(&xz_path).map_err(|e| format!("{}: cannot read: {e}", xz_path.display()))?;
-    if compressed.starts_with(b"version https://git-lfs") {
-        return Err(how("this is a Git LFS pointer, not the payload".into()));
-    }
     let want_xz = field("xz_sha256")?;
     let got_xz = hex(&Sha256::digest(&compressed));
     if got_xz != want_xz {
-        return Err(how(format!("sha256 of the .xz is {got_xz}, expected {want_xz} ({} bytes read)",
+        let lfs = if compressed.starts_with(b"version https://git-lfs") {
+            "this is a Git LFS pointer, not the payload; "
+        } else {
+            ""
+        };
+        return Err(how(format!("{lfs}sha256 of the .xz is {got_xz}, expected {want_xz} ({} bytes read)",
                                compressed.len())));
     }
     let (len, sha) = decode_xz_to(&compressed, &out_path).map_err(|e| how(format!("xz decode failed: {e}")))?;
