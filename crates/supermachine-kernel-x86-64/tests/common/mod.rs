@@ -1,0 +1,154 @@
+//! Shared helpers of the integration tests that build consumer crates with cargo.
+#![allow(dead_code)]
+
+use sha2::{Digest, Sha256};
+use std::ffi::OsStr;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The repository root (two levels above this crate).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repo root")
+}
+
+/// `<workspace target dir>/consumer-tests`: one place for every consumer build of these tests,
+/// reused across runs so only the first run compiles the dependencies.
+pub fn consumer_tests_dir() -> PathBuf {
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR")); // <target>/tmp
+    let dir = tmp.parent().expect("target dir").join("consumer-tests");
+    fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The target dir every consumer build shares. It sits inside the consumer workspace
+/// (`consumer-tests/ws/target`) because the build helper resolves relative override paths
+/// against the nearest ancestor of OUT_DIR that holds a Cargo.toml.
+pub fn shared_target_dir() -> PathBuf {
+    consumer_tests_dir().join("ws").join("target")
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A `cargo` command with a clean, hermetic environment: no payload overrides or target-dir
+/// settings leak in from the caller's shell.
+pub fn cargo(cwd: &Path) -> Command {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(cwd);
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy();
+        if k.starts_with("SUPERMACHINE_") || k == "CARGO_TARGET_DIR" || k == "CARGO_BUILD_TARGET_DIR"
+            || k == "CARGO_BUILD_TARGET" || k.starts_with("CARGO_PKG_") || k == "CARGO_MANIFEST_DIR"
+            || k == "CARGO_MANIFEST_PATH" || k == "CARGO_PRIMARY_PACKAGE" || k == "CARGO_CRATE_NAME"
+        {
+            cmd.env_remove(k.as_ref());
+        }
+    }
+    cmd.env("CARGO_TERM_COLOR", "never");
+    cmd
+}
+
+/// Runs a command, returning (success, stdout, stderr).
+pub fn run(cmd: &mut Command) -> (bool, String, String) {
+    let Output { status, stdout, stderr } = cmd.output().unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
+    (status.success(), String::from_utf8_lossy(&stdout).into_owned(), String::from_utf8_lossy(&stderr).into_owned())
+}
+
+/// Copies a folder tree; symlinks are skipped (the crates' LICENSE links point outside).
+pub fn copy_tree(from: &Path, to: &Path, skip: &[&str]) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name();
+        if skip.iter().any(|s| OsStr::new(s) == name) {
+            continue;
+        }
+        let ty = entry.file_type().unwrap();
+        let dest = to.join(&name);
+        if ty.is_dir() {
+            copy_tree(&entry.path(), &dest, skip);
+        } else if ty.is_file() {
+            fs::copy(entry.path(), &dest).unwrap();
+        }
+    }
+}
+
+/// Positions where `needle` occurs in `hay`.
+pub fn count_occurrences(hay: &[u8], needle: &[u8]) -> usize {
+    let first = needle[0];
+    let mut n = 0;
+    let mut i = 0;
+    while i + needle.len() <= hay.len() {
+        match hay[i..hay.len() - needle.len() + 1].iter().position(|&b| b == first) {
+            None => break,
+            Some(p) => {
+                i += p;
+                if &hay[i..i + needle.len()] == needle {
+                    n += 1;
+                }
+                i += 1;
+            }
+        }
+    }
+    n
+}
+
+/// A 64-byte window of `bytes` that is distinctive (many distinct byte values) and occurs in
+/// `bytes` exactly once, taken from the middle outwards.
+pub fn distinctive_window(bytes: &[u8]) -> &[u8] {
+    assert!(bytes.len() >= 4096, "payload too small for a window ({} bytes)", bytes.len());
+    let mid = bytes.len() / 2;
+    for step in 0..4096usize {
+        // mid, mid+61, mid-61, mid+122, ...
+        let delta = (step + 1) / 2 * 61;
+        let Some(off) = (if step % 2 == 0 { mid.checked_add(delta) } else { mid.checked_sub(delta) }) else {
+            continue;
+        };
+        if off + 64 > bytes.len() {
+            continue;
+        }
+        let w = &bytes[off..off + 64];
+        let mut seen = [false; 256];
+        w.iter().for_each(|&b| seen[b as usize] = true);
+        if seen.iter().filter(|&&s| s).count() >= 40 && count_occurrences(bytes, w) == 1 {
+            return w;
+        }
+    }
+    panic!("no distinctive 64-byte window found");
+}
+
+/// A minimal x86 bzImage header that passes the build helper's format check (`0x55AA`,
+/// `HdrS`, XLF_KERNEL_64), followed by `tag` so every fake kernel has its own hash.
+pub fn fake_bzimage(tag: &str) -> Vec<u8> {
+    let mut b = vec![0u8; 0x400];
+    b[0x1fe] = 0x55;
+    b[0x1ff] = 0xaa;
+    b[0x202..0x206].copy_from_slice(b"HdrS");
+    b[0x236] = 1; // xloadflags: XLF_KERNEL_64
+    b.extend_from_slice(tag.as_bytes());
+    b
+}
+
+/// A 64-bit little-endian ELF header for `machine` (62 = x86_64, 183 = aarch64) plus `tag`.
+pub fn fake_elf(machine: u16, tag: &str) -> Vec<u8> {
+    let mut b = vec![0u8; 64];
+    b[..4].copy_from_slice(b"\x7fELF");
+    b[4] = 2; // ELFCLASS64
+    b[5] = 1; // little endian
+    b[6] = 1;
+    b[0x10] = 2; // ET_EXEC
+    b[0x12..0x14].copy_from_slice(&machine.to_le_bytes());
+    b.extend_from_slice(tag.as_bytes());
+    b
+}
+
+/// Parses `KEY=VALUE` lines of the consumer app's output.
+pub fn value<'a>(stdout: &'a str, key: &str) -> &'a str {
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
+        .unwrap_or_else(|| panic!("no {key}= line in:\n{stdout}"))
+}
