@@ -296,17 +296,20 @@ pub fn parse_exec_request(payload: &[u8]) -> Result<ExecRequest, ParseError> {
 /// Parses the payload of a CONTROL frame. An unknown `action` gives
 /// [`ParseError::UnknownAction`], whose text is exactly [`UNKNOWN_ACTION`].
 pub fn parse_control_request(payload: &[u8]) -> Result<ControlRequest, ParseError> {
-    let v: serde_json::Value = serde_json::from_slice(payload).map_err(classify)?;
-    let obj = v.as_object().ok_or_else(|| ParseError::Invalid("a CONTROL request must be a JSON object".into()))?;
-    let action = match obj.get("action") {
-        None => return Err(ParseError::Invalid("missing field `action`".into())),
-        Some(serde_json::Value::String(s)) => s.clone(),
-        Some(_) => return Err(ParseError::Invalid("`action` must be a string".into())),
-    };
+    /// First pass: only the action (parsing straight from bytes keeps the agent binary small).
+    #[derive(Deserialize)]
+    struct Action {
+        action: Option<String>,
+    }
+    let a: Action = serde_json::from_slice(payload).map_err(|e| match classify(e) {
+        ParseError::Invalid(m) => ParseError::Invalid(format!("a CONTROL request must be a JSON object with a string `action`: {m}")),
+        other => other,
+    })?;
+    let action = a.action.ok_or_else(|| ParseError::Invalid("missing field `action`".into()))?;
     if !ACTIONS.contains(&action.as_str()) {
         return Err(ParseError::UnknownAction(action));
     }
-    ControlRequest::deserialize(v).map_err(|e| ParseError::Invalid(format!("{action}: {e}")))
+    serde_json::from_slice(payload).map_err(|e| ParseError::Invalid(format!("{action}: {e}")))
 }
 
 /// A JSON ack: `{"ok":true,...}` or `{"ok":false,"error":"..."}`.
@@ -448,7 +451,7 @@ mod tests {
         let e = parse_control_request(br#"{"path":"/"}"#).unwrap_err();
         assert_eq!(e.to_string(), "invalid request: missing field `action`");
         let e = parse_control_request(br#"[1]"#).unwrap_err();
-        assert!(e.to_string().contains("object"));
+        assert!(e.to_string().contains("JSON object"), "{e}");
         let e = parse_control_request(br#"{"action":"signal","signum":"x"}"#).unwrap_err();
         assert!(e.to_string().contains("signal: invalid type"), "{e}");
         let e = parse_control_request(br#"{"action":"write_file_chunk","path":"/a","offset":0,"data_b64":""}"#).unwrap_err();

@@ -66,7 +66,7 @@ pub fn handle(req: &ControlRequest) -> Result<Ack, String> {
         ControlRequest::SyncTime { host_unix_ns } => {
             let before = now_ns();
             let ts = libc::timespec {
-                tv_sec: (*host_unix_ns / 1_000_000_000) as libc::time_t,
+                tv_sec: (*host_unix_ns / 1_000_000_000) as _,
                 tv_nsec: (*host_unix_ns % 1_000_000_000) as _,
             };
             sys::cvt(unsafe { libc::clock_settime(libc::CLOCK_REALTIME, &ts) })

@@ -172,7 +172,7 @@ fn large_stdout_streams_with_bounded_agent_memory() {
                     std::thread::sleep(Duration::from_millis(2));
                 }
                 if agent_pid.is_none() {
-                    agent_pid = find_descendant(child_pid, "supermachine-ag");
+                    agent_pid = find_descendant(child_pid, &agent_comm());
                 }
                 if let Some(p) = agent_pid {
                     max_rss = max_rss.max(proc_status_kib(p, "VmRSS:").unwrap_or(0));
@@ -257,7 +257,7 @@ fn disconnect_mid_exec_kills_the_process() {
     agent.disconnect();
     assert!(wait_until(Duration::from_secs(3), || !sleeping()), "process still running after the host disconnected");
     // and the agent itself finished the session without crashing
-    assert!(wait_until(Duration::from_secs(3), || find_descendant(root, "supermachine-ag").is_none()));
+    assert!(wait_until(Duration::from_secs(3), || find_descendant(root, &agent_comm()).is_none()));
 }
 
 #[test]

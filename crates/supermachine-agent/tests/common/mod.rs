@@ -13,6 +13,19 @@ use supermachine_agent_client::Client;
 
 pub const AGENT: &str = env!("CARGO_BIN_EXE_supermachine-agent");
 
+/// The binary under test: the cargo-built one, or `$SUPERMACHINE_AGENT_BIN` (e.g. the static
+/// payload build from scripts/agent-build.sh).
+pub fn agent_bin() -> String {
+    std::env::var("SUPERMACHINE_AGENT_BIN").unwrap_or_else(|_| AGENT.to_string())
+}
+
+/// The agent's `comm` in /proc (the file name, cut to 15 bytes).
+pub fn agent_comm() -> String {
+    let b = agent_bin();
+    let name = Path::new(&b).file_name().unwrap().to_string_lossy().into_owned();
+    name.chars().take(15).collect()
+}
+
 pub struct TempDir(pub PathBuf);
 
 impl TempDir {
@@ -56,7 +69,7 @@ fn sandbox_cmd(dir: &TempDir, opts: &Opts, agent_args: &[&str]) -> Command {
     if let Some(caps) = &opts.drop_caps {
         c.args(["setpriv", "--bounding-set", caps, "--inh-caps", caps, "--"]);
     }
-    c.arg(AGENT);
+    c.arg(agent_bin());
     c.args(["--run-dir", &dir.s("run"), "--sys-root", &dir.s("sysroot")]);
     c.args(agent_args);
     c
@@ -94,7 +107,7 @@ impl StdioAgent {
 
     /// Host pid of the agent process itself (unshare → sh → agent).
     pub fn agent_pid(&self) -> Option<u32> {
-        find_descendant(self.child.id(), "supermachine-ag")
+        find_descendant(self.child.id(), &agent_comm())
     }
 
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
@@ -186,7 +199,7 @@ impl ListeningAgent {
     }
 
     pub fn agent_pid(&self) -> Option<u32> {
-        find_descendant(self.child.id(), "supermachine-ag")
+        find_descendant(self.child.id(), &agent_comm())
     }
 
     /// Stops the agent and returns what it logged on stderr.
