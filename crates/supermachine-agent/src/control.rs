@@ -134,6 +134,7 @@ pub fn handle(req: &ControlRequest) -> Result<Ack, String> {
     }
 }
 
+#[allow(clippy::unnecessary_cast)] // time_t and c_long differ between targets
 fn now_ns() -> i64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };

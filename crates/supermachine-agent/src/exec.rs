@@ -200,7 +200,7 @@ fn start_step(
         (None, None) => return Err(fail(126, "no stdin".into())),
     };
     let spec = SpawnSpec { path, argv: cargv, envp: envp.to_vec(), cwd: cwd.cloned(), stdio };
-    let (res, waiter) = reaper::spawn_registered(|reg| sys::spawn(&spec, |pid| reg(pid))).map_err(io_err)?;
+    let (res, waiter) = reaper::spawn_registered(|reg| sys::spawn(&spec, reg)).map_err(io_err)?;
     drop(spec);
     drop(child_ends);
     match (res, waiter) {

@@ -37,7 +37,11 @@ pub fn init() {
         poweroff("panic");
     }));
     for m in MOUNTS {
-        if is_mountpoint(m.target) {
+        // A tmpfs over a folder that already has entries would hide them: the launch script
+        // writes /run/supermachine-workload.pid before exec'ing us, on a writable overlay.
+        let populated = m.fstype == "tmpfs"
+            && std::fs::read_dir(m.target).map(|mut d| d.next().is_some()).unwrap_or(false);
+        if populated || is_mountpoint(m.target) {
             continue;
         }
         let _ = std::fs::create_dir_all(m.target);
