@@ -53,6 +53,7 @@ impl Arch {
                     .upstream(&["SUPERMACHINE_X86_KERNEL_PATH"]),
                 AssetSpec::new("busybox", "BUSYBOX", "busybox", "BUSYBOX", elf, true)
                     .upstream(&["SUPERMACHINE_X86_BUSYBOX_PATH"]),
+                AssetSpec::new("init-oci", "INIT_OCI", "init-oci", "INIT_OCI", elf, true),
             ],
             Arch::Aarch64 => vec![
                 AssetSpec::new("kernel", "KERNEL", "Image", "KERNEL", Format::Arm64Image, false),

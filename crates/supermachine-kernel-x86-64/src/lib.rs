@@ -60,6 +60,7 @@ pub const KERNEL_CMDLINE: &str = "console=ttyS0 panic=-1 reboot=t quiet";
 
 supermachine_kernel_build::extract_fns!(extract_kernel_to, extract_kernel_to_with_parents, KERNEL_BYTES, false, "kernel (bzImage)");
 supermachine_kernel_build::extract_fns!(extract_busybox_to, extract_busybox_to_with_parents, BUSYBOX_BYTES, true, "busybox binary (mode 0755)");
+supermachine_kernel_build::extract_fns!(extract_init_oci_to, extract_init_oci_to_with_parents, INIT_OCI_BYTES, true, "init-oci binary (mode 0755)");
 
 /// Writes every payload into `dir` (created if missing) as `bzImage`, `busybox`, … and
 /// returns the paths written. Files that already hold the right bytes are left untouched.
