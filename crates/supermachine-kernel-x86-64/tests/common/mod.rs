@@ -103,7 +103,7 @@ pub fn distinctive_window(bytes: &[u8]) -> &[u8] {
     let mid = bytes.len() / 2;
     for step in 0..4096usize {
         // mid, mid+61, mid-61, mid+122, ...
-        let delta = (step + 1) / 2 * 61;
+        let delta = step.div_ceil(2) * 61;
         let Some(off) = (if step % 2 == 0 { mid.checked_add(delta) } else { mid.checked_sub(delta) }) else {
             continue;
         };
