@@ -58,6 +58,7 @@ impl Arch {
             Arch::Aarch64 => vec![
                 AssetSpec::new("kernel", "KERNEL", "Image", "KERNEL", Format::Arm64Image, false),
                 AssetSpec::new("busybox", "BUSYBOX", "busybox", "BUSYBOX", elf, true),
+                AssetSpec::new("init-oci", "INIT_OCI", "init-oci", "INIT_OCI", elf, true),
             ],
         }
     }
