@@ -4,6 +4,7 @@
 //! Not published; the workspace's tests and `scripts/demo.sh` use it.
 
 pub mod cpio;
+pub mod oci;
 pub mod qemu;
 
 use std::path::PathBuf;

@@ -1,0 +1,169 @@
+//! Issue 6: init-oci as PID 1 on x86_64 (QEMU microvm, TCG). A squashfs image with a JSON
+//! config boots; the entrypoint runs with the configured env/cwd/user and prints to the console;
+//! the agent answers over vsock; signals reach the workload; SIGTERM to PID 1 powers off; bad
+//! configs print their `init-oci: error:` line and power off cleanly (no kernel panic).
+#![cfg(target_arch = "x86_64")]
+
+use std::time::Duration;
+use supermachine_agent_client::proto::{ControlRequest, ExecRequest};
+use supermachine_guest_harness::oci::{wait_for_count, ImageFile, OciGuest, OciOptions};
+use supermachine_guest_harness::require_tool;
+
+const BOOT: Duration = Duration::from_secs(180);
+
+fn tools_present(vsock: bool) -> bool {
+    let mut tools = vec!["qemu-system-x86_64", "mksquashfs"];
+    if vsock {
+        tools.push("vhost-device-vsock");
+    }
+    tools.iter().all(|t| require_tool(t).is_some())
+}
+
+fn assert_no_panic(g: &OciGuest) {
+    let console = g.vm.console_text();
+    assert!(!console.contains("Kernel panic"), "kernel panic:\n{console}");
+    assert!(!console.contains("Attempted to kill init"), "PID 1 exited:\n{console}");
+}
+
+/// The workload: reports its identity, traps HUP (forwarded by PID 1) and TERM, stays alive.
+const WORKLOAD: &str = r#"#!/bin/sh
+trap 'echo "@@ got HUP"' HUP
+trap 'echo "@@ got TERM"; exit 0' TERM
+echo "@@ who uid=$(id -u) gid=$(id -g) groups=$(id -G) pwd=$(pwd) greeting=$GREETING home=$HOME path=$PATH"
+echo "@@ args $0 $1"
+echo "@@ ready"
+while true; do sleep 1 & wait $!; done
+"#;
+
+fn config() -> String {
+    // The full OCI image-config shape, {"config": {...}} with extra fields around it.
+    r#"{"architecture":"amd64","os":"linux",
+        "config":{"User":"app","Env":["PATH=/bin:/usr/bin","GREETING=hello from the image"],
+                   "Entrypoint":["/bin/workload"],"Cmd":["first-arg"],"WorkingDir":"/srv/app"},
+        "rootfs":{"type":"layers","diff_ids":[]}}"#.to_string()
+}
+
+fn users() -> Vec<ImageFile> {
+    vec![
+        ImageFile::new("/etc/passwd", "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n"),
+        ImageFile::new("/etc/group", "root:x:0:\napp:x:1000:\nextra:x:2000:app\n"),
+        ImageFile { path: "/bin/workload".into(), data: WORKLOAD.into(), mode: 0o755 },
+    ]
+}
+
+#[test]
+fn entrypoint_runs_as_configured_and_agent_answers_over_vsock() {
+    if !tools_present(true) {
+        return;
+    }
+    let opts = OciOptions { config: Some(config()), files: users(), ..OciOptions::default() };
+    let mut g = OciGuest::boot(&opts).expect("boot");
+    g.vm.wait_for("@@ ready", BOOT).unwrap_or_else(|e| panic!("{e}"));
+    let console = g.vm.console_text();
+    assert!(console.contains("@@ who uid=1000 gid=1000 groups=1000 2000 pwd=/srv/app greeting=hello from the image home=/home/app path=/bin:/usr/bin"),
+            "wrong identity/env/cwd:\n{console}");
+    assert!(console.contains("@@ args /bin/workload first-arg"), "argv not Entrypoint+Cmd:\n{console}");
+
+    let c = g.wait_agent(BOOT).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.probe().expect("probe").protocol, 5);
+    // init-oci stays PID 1; the agent is its child; the workload pid is recorded and alive.
+    let out = c.exec(&ExecRequest::new(["/bin/sh", "-c",
+        "cat /proc/1/comm; cat /proc/$PPID/comm 2>/dev/null; p=$(cat /run/supermachine-workload.pid); \
+         tr '\\0' ' ' < /proc/$p/cmdline; echo; stat -c %u /proc/$p; id -u; cat /proc/mounts"]), None).unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(out.status.success(), "{text}");
+    assert_eq!(lines[0], "init", "PID 1 is not init-oci (/init): {text}");
+    assert_eq!(lines[1], "agent", "execs should come from /.supermachine/agent: {text}");
+    assert_eq!(lines[2], "/bin/sh /bin/workload first-arg ", "workload pid file points elsewhere: {text}");
+    assert_eq!(lines[3], "1000", "workload not running as uid 1000: {text}");
+    assert_eq!(lines[4], "0", "agent execs should run as root: {text}");
+    for m in ["overlay / overlay", "proc /proc proc", "sysfs /sys sysfs", "devtmpfs /dev devtmpfs", "devpts /dev/pts devpts",
+              "/dev/shm tmpfs", "/run tmpfs"] {
+        assert!(text.contains(m), "mount {m:?} missing:\n{text}");
+    }
+    // The image is writable (tmpfs upper layer) and the clock came from the cmdline.
+    let out = c.exec(&ExecRequest::new(["/bin/sh", "-c", "echo x > /srv/app/new && cat /srv/app/new && date -u +%Y"]), None).unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "x\n2026\n");
+
+    // A signal to PID 1 is forwarded to the workload; the agent's signal action reaches it too.
+    c.exec(&ExecRequest::new(["/bin/kill", "-HUP", "1"]), None).unwrap();
+    g.vm.wait_for("@@ got HUP", Duration::from_secs(60)).unwrap_or_else(|e| panic!("{e}"));
+    c.control(&ControlRequest::Signal { signum: 1 }).expect("the agent's signal action (SIGHUP to the recorded pid)");
+    wait_for_count(&g.vm, "@@ got HUP", 2, Duration::from_secs(60)).unwrap_or_else(|e| panic!("{e}"));
+
+    // SIGTERM to PID 1: TERM forwarded, the workload exits, clean power-off.
+    let _ = c.exec(&ExecRequest::new(["/bin/kill", "-TERM", "1"]), None);
+    let st = g.vm.wait_exit(Duration::from_secs(120)).unwrap_or_else(|e| panic!("{e}"));
+    let console = g.vm.console_text();
+    assert!(console.contains("@@ got TERM"), "TERM not forwarded:\n{console}");
+    assert!(console.contains("init-oci: exit status 0"), "no orderly power-off:\n{console}");
+    assert!(st.success(), "qemu status {st:?}");
+    assert_no_panic(&g);
+}
+
+/// Boots a config that must fail; returns the console after QEMU exited by itself.
+fn expect_failure(opts: OciOptions, error: &str, status: u8) {
+    let mut g = OciGuest::boot(&opts).expect("boot");
+    let st = g.vm.wait_exit(BOOT).unwrap_or_else(|e| panic!("QEMU did not power off: {e}"));
+    let console = g.vm.console_text();
+    let errors: Vec<&str> = console.lines().filter(|l| l.contains("init-oci: error:")).collect();
+    assert_eq!(errors.len(), 1, "expected one error line:\n{console}");
+    assert!(errors[0].contains(error), "error line {:?} lacks {error:?}:\n{console}", errors[0]);
+    assert!(console.contains(&format!("init-oci: exit status {status}")), "status {status} missing:\n{console}");
+    assert!(st.success(), "qemu status {st:?}");
+    assert_no_panic(&g);
+}
+
+#[test]
+fn invalid_json_prints_its_error_and_powers_off() {
+    if !tools_present(false) {
+        return;
+    }
+    let opts = OciOptions { config: Some(r#"{"config": {"Cmd": ["/bin/true"],}"#.into()), vsock: false, ..OciOptions::default() };
+    expect_failure(opts, "init-oci: error: /.supermachine/config.json: invalid JSON", 30);
+}
+
+#[test]
+fn missing_entrypoint_prints_its_error_and_powers_off() {
+    if !tools_present(false) {
+        return;
+    }
+    let opts = OciOptions { config: Some(r#"{"config": {"Env": ["A=1"], "Entrypoint": null}}"#.into()), vsock: false,
+                            ..OciOptions::default() };
+    expect_failure(opts, "no entrypoint", 31);
+}
+
+#[test]
+fn entrypoint_not_in_image_and_no_rootfs_power_off_with_their_status() {
+    if !tools_present(false) {
+        return;
+    }
+    let opts = OciOptions { config: Some(r#"{"Cmd": ["/usr/bin/missing-server"]}"#.into()), vsock: false, ..OciOptions::default() };
+    expect_failure(opts, "\"/usr/bin/missing-server\" not found", 32);
+    let opts = OciOptions { image: false, vsock: false, ..OciOptions::default() };
+    expect_failure(opts, "no image rootfs", 20);
+}
+
+/// No config file: the cmdline alone says what to run (`sm.cmd`, `sm.env`, `sm.workdir`,
+/// `sm.user`), no agent (`sm.agent=none`), and `sm.on_exit=poweroff` ends the VM when it exits.
+#[test]
+fn cmdline_overrides_without_config_file() {
+    if !tools_present(false) {
+        return;
+    }
+    let script = ImageFile { path: "/bin/report".into(), mode: 0o755,
+                             data: b"#!/bin/sh\necho \"@@ report x=$X uid=$(id -u) gid=$(id -g) pwd=$(pwd) args=$*\"\n".to_vec() };
+    let opts = OciOptions {
+        config: None, vsock: false, agent: false, files: vec![script],
+        extra_cmdline: r#"sm.cmd="report one two" sm.env=X=cmdline sm.workdir=/tmp sm.user=65534:65534 sm.agent=none sm.on_exit=poweroff"#.into(),
+        ..OciOptions::default()
+    };
+    let mut g = OciGuest::boot(&opts).expect("boot");
+    let st = g.vm.wait_exit(BOOT).unwrap_or_else(|e| panic!("QEMU did not power off: {e}"));
+    let console = g.vm.console_text();
+    assert!(console.contains("@@ report x=cmdline uid=65534 gid=65534 pwd=/tmp args=one two"), "{console}");
+    assert!(console.contains("init-oci: exit status 0"), "{console}");
+    assert!(st.success(), "qemu status {st:?}");
+    assert_no_panic(&g);
+}
