@@ -4,7 +4,8 @@
 //! All family crates are packaged in one `cargo package -p … -p …` call: cargo then resolves
 //! the `=0.7.70` dependencies between them through a temporary local registry, so the data
 //! crates need neither network nor a prior publish. Verification (building each packaged crate)
-//! is on.
+//! is on, in a fresh target dir (see below), so this test costs a cold build of the crates'
+//! dependencies.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -54,11 +55,23 @@ fn cargo_package_each_crate_small_and_complete() {
     for must in ["supermachine-kernel", "supermachine-kernel-build", "supermachine-kernel-x86-64"] {
         assert!(crates.iter().any(|(n, _)| n == must), "{must} is missing from {crates:?}");
     }
-    let target: PathBuf = Path::new(env!("CARGO_TARGET_TMPDIR")).parent().unwrap().join("consumer-tests/ws/target");
+    // A fresh target dir per run. Verification builds each packaged crate against its siblings
+    // unpacked from a temporary registry at `<target>/package/tmp-registry`; cargo unpacks that
+    // registry under $CARGO_HOME/registry/src/<hash of its path>/ and never re-unpacks or
+    // rebuilds a registry crate of the same name and version, so a reused target dir would
+    // verify stale sources. The unpacked copies made by this run are removed at the end.
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let target: PathBuf = Path::new(env!("CARGO_TARGET_TMPDIR")).parent().unwrap()
+        .join(format!("consumer-tests/package-{}-{stamp}", std::process::id()));
     let pkg_dir = target.join("package");
-    for (name, version) in &crates {
-        let _ = fs::remove_file(pkg_dir.join(format!("{name}-{version}.crate")));
-    }
+    let unpack_root = std::env::var_os("CARGO_HOME").map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo")))
+        .map(|h| h.join("registry/src"));
+    let listing = |root: &Option<PathBuf>| -> Vec<PathBuf> {
+        root.as_ref().and_then(|r| fs::read_dir(r).ok())
+            .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect()).unwrap_or_default()
+    };
+    let before = listing(&unpack_root);
 
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
@@ -75,6 +88,16 @@ fn cargo_package_each_crate_small_and_complete() {
         cmd.args(["-p", name]);
     }
     let out = cmd.output().unwrap();
+    // Remove what this run unpacked: folders that are new and hold only our crates.
+    for dir in listing(&unpack_root).into_iter().filter(|d| !before.contains(d)) {
+        let ours = fs::read_dir(&dir).map(|d| d.filter_map(|e| e.ok()).all(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            crates.iter().any(|(c, v)| n == format!("{c}-{v}"))
+        })).unwrap_or(false);
+        if ours {
+            let _ = fs::remove_dir_all(&dir);
+        }
+    }
     assert!(out.status.success(), "cargo package failed:\n{}", String::from_utf8_lossy(&out.stderr));
 
     let mut report = String::new();
@@ -98,4 +121,5 @@ fn cargo_package_each_crate_small_and_complete() {
         }
     }
     eprint!("{report}");
+    let _ = fs::remove_dir_all(&target);
 }

@@ -96,28 +96,34 @@ pub fn count_occurrences(hay: &[u8], needle: &[u8]) -> usize {
     n
 }
 
-/// A 64-byte window of `bytes` that is distinctive (many distinct byte values) and occurs in
-/// `bytes` exactly once, taken from the middle outwards.
-pub fn distinctive_window(bytes: &[u8]) -> &[u8] {
-    assert!(bytes.len() >= 4096, "payload too small for a window ({} bytes)", bytes.len());
-    let mid = bytes.len() / 2;
-    for step in 0..4096usize {
-        // mid, mid+61, mid-61, mid+122, ...
-        let delta = step.div_ceil(2) * 61;
-        let Some(off) = (if step % 2 == 0 { mid.checked_add(delta) } else { mid.checked_sub(delta) }) else {
-            continue;
-        };
-        if off + 64 > bytes.len() {
-            continue;
-        }
-        let w = &bytes[off..off + 64];
-        let mut seen = [false; 256];
-        w.iter().for_each(|&b| seen[b as usize] = true);
-        if seen.iter().filter(|&&s| s).count() >= 40 && count_occurrences(bytes, w) == 1 {
-            return w;
-        }
-    }
-    panic!("no distinctive 64-byte window found");
+/// `n` 64-byte windows spread evenly over `bytes`, each distinctive (many distinct byte values)
+/// and occurring in `bytes` exactly once. If a payload is embedded twice, every window occurs at
+/// least twice in the binary; one window may also match elsewhere by chance (static binaries
+/// share library code), so callers check the *smallest* count.
+pub fn distinctive_windows(bytes: &[u8], n: usize) -> Vec<&[u8]> {
+    assert!(bytes.len() >= 4096, "payload too small for windows ({} bytes)", bytes.len());
+    (0..n)
+        .map(|i| {
+            let base = bytes.len() / (n + 1) * (i + 1);
+            for step in 0..4096usize {
+                // base, base+61, base-61, base+122, ...
+                let delta = step.div_ceil(2) * 61;
+                let Some(off) = (if step % 2 == 0 { base.checked_add(delta) } else { base.checked_sub(delta) }) else {
+                    continue;
+                };
+                if off + 64 > bytes.len() {
+                    continue;
+                }
+                let w = &bytes[off..off + 64];
+                let mut seen = [false; 256];
+                w.iter().for_each(|&b| seen[b as usize] = true);
+                if seen.iter().filter(|&&s| s).count() >= 32 && count_occurrences(bytes, w) == 1 {
+                    return w;
+                }
+            }
+            panic!("no distinctive 64-byte window near offset {base}");
+        })
+        .collect()
 }
 
 /// A minimal x86 bzImage header that passes the build helper's format check (`0x55AA`,
