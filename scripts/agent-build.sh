@@ -104,4 +104,4 @@ python3 "$ROOT/scripts/lib/payload.py" record \
     --source "crates/supermachine-agent $(sed -n 's/^version = "\(.*\)"/\1/p' "$ROOT/Cargo.toml" | head -1) (this repository), Rust crates pinned by Cargo.lock" \
     --toolchain "$toolchain, xz-utils $PIN_XZ_VERSION" \
     --recipe scripts/agent-build.sh \
-    --inputs "scripts/agent-build.sh scripts/lib/pins.sh scripts/lib/common.sh Cargo.lock crates/supermachine-agent/**/*.rs crates/supermachine-agent/Cargo.toml crates/supermachine-agent-proto/**/*.rs crates/supermachine-agent-proto/Cargo.toml"
+    --inputs "scripts/agent-build.sh scripts/lib/pins.sh scripts/lib/common.sh Cargo.toml lock:supermachine-agent crates/supermachine-agent/src/**/*.rs crates/supermachine-agent/Cargo.toml crates/supermachine-agent-proto/src/**/*.rs crates/supermachine-agent-proto/Cargo.toml"

@@ -106,4 +106,4 @@ python3 "$ROOT/scripts/lib/payload.py" record \
     --source "crates/supermachine-init $(sed -n 's/^version = "\(.*\)"/\1/p' "$ROOT/Cargo.toml" | head -1) (this repository), Rust crates pinned by Cargo.lock" \
     --toolchain "$toolchain, xz-utils $PIN_XZ_VERSION" \
     --recipe scripts/init-build.sh \
-    --inputs "scripts/init-build.sh scripts/lib/pins.sh scripts/lib/common.sh Cargo.lock crates/supermachine-init/Cargo.toml crates/supermachine-init/src/**/*.rs"
+    --inputs "scripts/init-build.sh scripts/lib/pins.sh scripts/lib/common.sh Cargo.toml lock:supermachine-init crates/supermachine-init/Cargo.toml crates/supermachine-init/src/**/*.rs"

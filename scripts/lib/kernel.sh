@@ -48,3 +48,58 @@ build_kernel() {
     local -a makeargs; read -r -a makeargs <<<"$2"
     make -C "$src" "${makeargs[@]}" -j"$(nproc)" LOCALVERSION= "$target"
 }
+
+# kernel_recipe ARCH "MAKEARGS" IMAGE_PATH CRATE RECIPE ARGS...: the whole recipe, shared by
+# kvm-x86_64-build.sh and hvf-aarch64-build.sh. Options in ARGS:
+#   --work DIR   kernel tree (default $TMPDIR/supermachine-kbuild-ARCH; reused when present)
+#   --compression M  override the in-kernel compression (measurement only)
+#   --out DIR    write the payload elsewhere (measurement / reproducibility checks)
+#   --no-record  do not touch the manifest
+kernel_recipe() {
+    local arch=$1 makeargs=$2 image_rel=$3 crate=$4 recipe=$5; shift 5
+    local work=${TMPDIR:-/tmp}/supermachine-kbuild-$arch compression= record=1
+    local out=$ROOT/crates/$crate/payload default_out
+    default_out=$out
+    while [ $# -gt 0 ]; do
+        case $1 in
+            --work) work=$2; shift 2 ;;
+            --compression) compression=$2; shift 2 ;;
+            --out) out=$2; shift 2 ;;
+            --no-record) record=0; shift ;;
+            *) die "unknown argument $1 (see the header of $recipe)" ;;
+        esac
+    done
+    require_pkg xz-utils "$PIN_XZ_VERSION"
+    unpack_source "$work"
+
+    local -a fragments=("$ROOT"/scripts/kconfig/common/*.config "$ROOT"/scripts/kconfig/"$arch"/*.config)
+    if [ -n "$compression" ]; then
+        # Replace the committed choice (compression.config) with the one being measured.
+        local -a kept=()
+        local f
+        for f in "${fragments[@]}"; do [ "$(basename "$f")" = compression.config ] || kept+=("$f"); done
+        fragments=("${kept[@]}")
+        echo "CONFIG_KERNEL_$(echo "$compression" | tr a-z A-Z)=y" >"$work/compression-override.config"
+        fragments+=("$work/compression-override.config")
+    fi
+    configure_kernel "$work" "$makeargs" "${fragments[@]}"
+    build_kernel "$work" "$makeargs" "$(basename "$image_rel")"
+
+    local image=$work/$image_rel release
+    # shellcheck disable=SC2086
+    release=$(make -C "$work" -s $makeargs LOCALVERSION= kernelrelease)
+    mkdir -p "$out"
+    xz_payload "$image" "$out/kernel.xz"
+    cp "$work/.config" "$out/kernel.config"
+    [ "$out" != "$default_out" ] || cp "$work/.config" "$ROOT/scripts/kconfig/$arch.config"
+    echo "==> $(basename "$image") $(stat -c %s "$image") bytes, kernel.xz $(stat -c %s "$out/kernel.xz") bytes, release $release"
+    echo "    sha256 $(sha256sum "$image" | cut -d' ' -f1)"
+    [ "$record" = 1 ] || return 0
+    python3 "$ROOT/scripts/lib/payload.py" record --manifest "$out/manifest.toml" \
+        --name kernel --file kernel.xz \
+        --source "Debian $PIN_LINUX_SOURCE_PKG $PIN_LINUX_SOURCE_VERSION (Linux $release)" \
+        --toolchain "$KERNEL_TOOLCHAIN, xz-utils $PIN_XZ_VERSION" \
+        --recipe "$recipe" \
+        --inputs "$recipe scripts/lib/common.sh scripts/lib/kernel.sh scripts/lib/pins.sh scripts/kconfig/common/*.config scripts/kconfig/$arch/*.config" \
+        --extra "kernel_release=$release"
+}

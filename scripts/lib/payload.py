@@ -11,7 +11,8 @@ A manifest (crates/supermachine-kernel-*/payload/manifest.toml) has one table pe
     source = "..."                # exact public source (Debian package + version)
     toolchain = "..."             # compiler / packer versions used
     recipe = "scripts/kvm-x86_64-build.sh"
-    inputs = "scripts/... scripts/kconfig/common/*.config ..."   # globs, repo-relative
+    inputs = "scripts/... scripts/kconfig/common/*.config ..."   # globs, repo-relative;
+                                  # `lock:CRATE` = CRATE's dependency closure in Cargo.lock
     inputs_sha256 = "..."         # hash over the paths and contents of those inputs
 
 `check` is cheap (no rebuild): it fails when a payload file does not match its hashes, or when
@@ -51,8 +52,40 @@ def expand_inputs(spec):
     return sorted(f for f in files if "/target/" not in f and not f.startswith("target/"))
 
 
+def lock_closure(crate):
+    """The Cargo.lock entries `crate` depends on (itself included), as sorted text blocks.
+
+    Hashing only this closure keeps a payload's inputs stable when unrelated workspace crates
+    add or bump dependencies."""
+    text = open(os.path.join(ROOT, "Cargo.lock"), encoding="utf-8").read()
+    packages = {}
+    for block in text.split("[[package]]")[1:]:
+        name = re.search(r'^name = "([^"]+)"', block, re.M).group(1)
+        version = re.search(r'^version = "([^"]+)"', block, re.M).group(1)
+        deps = re.search(r"^dependencies = \[(.*?)\]", block, re.M | re.S)
+        deps = re.findall(r'"([^"]+)"', deps.group(1)) if deps else []
+        packages.setdefault(name, []).append((version, block.strip(), [d.split(" ")[0] for d in deps]))
+    if crate not in packages:
+        sys.exit(f"error: {crate} is not in Cargo.lock")
+    seen, todo, blocks = set(), [crate], []
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        for _version, block, deps in packages.get(name, []):
+            blocks.append(block)
+            todo.extend(deps)
+    return sorted(blocks)
+
+
 def inputs_sha256(spec):
     h = hashlib.sha256()
+    for token in spec.split():
+        if token.startswith("lock:"):
+            for block in lock_closure(token[5:]):
+                h.update(block.encode() + b"\n")
+    spec = " ".join(t for t in spec.split() if not t.startswith("lock:"))
     for rel in expand_inputs(spec):
         h.update(rel.encode() + b"\0" + sha256_file(os.path.join(ROOT, rel)).encode() + b"\n")
     return h.hexdigest()

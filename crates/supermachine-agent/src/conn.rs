@@ -32,10 +32,10 @@ impl Conn {
             let mut b = [0u8; HEADER_LEN + 4096];
             b[..HEADER_LEN].copy_from_slice(&proto::header(kind, payload.len()));
             b[HEADER_LEN..HEADER_LEN + payload.len()].copy_from_slice(payload);
-            sys::write_all(self.wfd, &b[..HEADER_LEN + payload.len()])
+            self.write_raw(&b[..HEADER_LEN + payload.len()])
         } else {
-            sys::write_all(self.wfd, &proto::header(kind, payload.len()))?;
-            sys::write_all(self.wfd, payload)
+            self.write_raw(&proto::header(kind, payload.len()))?;
+            self.write_raw(payload)
         }
     }
 
@@ -44,7 +44,20 @@ impl Conn {
         let h = proto::header(kind, buf.len() - HEADER_LEN);
         buf[..HEADER_LEN].copy_from_slice(&h);
         let _g = self.wlock.lock().unwrap_or_else(|e| e.into_inner());
-        sys::write_all(self.wfd, buf)
+        self.write_raw(buf)
+    }
+
+    /// Writes bytes to the peer. On sockets, in slices of at most 16 KiB: the guest kernel
+    /// turns one write into virtio-vsock packets of up to 64 KiB, and vhost-device-vsock 0.3
+    /// loses a whole packet that its host socket cannot take at once.
+    pub fn write_raw(&self, buf: &[u8]) -> io::Result<()> {
+        if !self.owned {
+            return sys::write_all(self.wfd, buf);
+        }
+        for slice in buf.chunks(16 * 1024) {
+            sys::write_all(self.wfd, slice)?;
+        }
+        Ok(())
     }
 
     pub fn send_error(&self, msg: &str) {
@@ -54,6 +67,22 @@ impl Conn {
     /// Wakes a reader blocked on this connection; false when that is impossible (a pipe).
     pub fn shutdown_read(&self) -> bool {
         sys::shutdown(self.rfd, libc::SHUT_RD).is_ok()
+    }
+
+    /// Waits (bounded) for the peer to close before we do. Closing a vsock right after the last
+    /// write lets some backends drop the tail of the reply (vhost-device-vsock 0.3 does); the
+    /// host closes as soon as it has the whole reply, so this normally returns at once.
+    pub fn linger(&self) {
+        if !self.owned {
+            return;
+        }
+        let tv = libc::timeval { tv_sec: 10, tv_usec: 0 };
+        unsafe {
+            libc::setsockopt(self.rfd, libc::SOL_SOCKET, libc::SO_RCVTIMEO, (&tv as *const libc::timeval).cast(),
+                             std::mem::size_of::<libc::timeval>() as libc::socklen_t);
+        }
+        let mut scratch = [0u8; 512];
+        while matches!(sys::read(self.rfd, &mut scratch), Ok(n) if n > 0) {}
     }
 
     /// Signals EOF to the peer.
@@ -97,7 +126,10 @@ pub fn serve(conn: Arc<Conn>) {
     };
     match first.kind {
         FrameType::Request => match proto::parse_exec_request(&first.payload) {
-            Ok(req) => crate::exec::run(conn, rd, req),
+            Ok(req) => {
+                crate::exec::run(conn.clone(), rd, req);
+                conn.linger();
+            }
             Err(e) => conn.send_error(&format!("REQUEST: {e}")),
         },
         FrameType::Control => {
@@ -110,6 +142,7 @@ pub fn serve(conn: Arc<Conn>) {
                 Err(e) => proto::ack_err(&e.to_string()),
             };
             let _ = conn.send(FrameType::Control, &reply);
+            conn.linger();
         }
         other => conn.send_error(&format!("the first frame must be REQUEST or CONTROL, got {other}")),
     }

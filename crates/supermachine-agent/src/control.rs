@@ -336,13 +336,17 @@ pub fn port_forward(conn: Arc<Conn>, mut rd: FrameReader, port: u16) {
         match tcp_r.read(&mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => {
-                if sys::write_all(conn.wfd, &buf[..n]).is_err() {
+                if conn.write_raw(&buf[..n]).is_err() {
                     break;
                 }
             }
         }
     }
+    // The guest side is done: end the whole connection. A vsock half-close does not reach the
+    // host through every backend (vhost-device-vsock 0.3 never turns it into EOF), and the
+    // forwarding thread is blocked reading the host side until we shut it down too.
     conn.shutdown_write();
+    conn.shutdown_read();
     if let Ok(h) = up {
         let _ = h.join();
     }

@@ -4,8 +4,13 @@
 //! Not published; the workspace's tests and `scripts/demo.sh` use it.
 
 pub mod cpio;
+pub mod guest;
+pub mod initramfs;
+pub mod payloads;
 pub mod oci;
 pub mod qemu;
+pub mod rootfs;
+pub mod vsock;
 
 use std::path::PathBuf;
 

@@ -53,11 +53,14 @@ impl Arch {
                     .upstream(&["SUPERMACHINE_X86_KERNEL_PATH"]),
                 AssetSpec::new("busybox", "BUSYBOX", "busybox", "BUSYBOX", elf, true)
                     .upstream(&["SUPERMACHINE_X86_BUSYBOX_PATH"]),
+                AssetSpec::new("supermachine-agent", "SUPERMACHINE_AGENT", "supermachine-agent", "AGENT", elf, true)
+                    .upstream(&["SUPERMACHINE_X86_AGENT_PATH"]),
                 AssetSpec::new("init-oci", "INIT_OCI", "init-oci", "INIT_OCI", elf, true),
             ],
             Arch::Aarch64 => vec![
                 AssetSpec::new("kernel", "KERNEL", "Image", "KERNEL", Format::Arm64Image, false),
                 AssetSpec::new("busybox", "BUSYBOX", "busybox", "BUSYBOX", elf, true),
+                AssetSpec::new("supermachine-agent", "SUPERMACHINE_AGENT", "supermachine-agent", "AGENT", elf, true),
                 AssetSpec::new("init-oci", "INIT_OCI", "init-oci", "INIT_OCI", elf, true),
             ],
         }

@@ -1,7 +1,8 @@
 //! x86_64 guest payloads for the [supermachine] microVM runtime.
 //!
 //! This crate embeds a minimal Linux kernel (a bzImage that boots with the 64-bit boot
-//! protocol, in as little as 24 MiB of guest RAM) and a static busybox, decoded from
+//! protocol, in as little as 24 MiB of guest RAM), a static busybox and the in-VM agent
+//! (`supermachine-agent`, protocol v5 on vsock port 1028), decoded from
 //! `payload/*.xz` by the build script and checked against the SHA-256 manifest. Every byte
 //! comes from a pinned public source; see the crate's NOTICE and `payload/manifest.toml`.
 //!
@@ -43,7 +44,7 @@
 //!
 //! Accepted names, highest priority first: `SUPERMACHINE_X86_64_<P>_PATH`, the upstream
 //! `SUPERMACHINE_X86_<P>_PATH`, then `SUPERMACHINE_<P>_PATH`, with `<P>` one of `KERNEL`,
-//! `BUSYBOX`. A relative path is resolved against the root of the workspace being built.
+//! `BUSYBOX`, `AGENT`. A relative path is resolved against the root of the workspace being built.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -60,6 +61,7 @@ pub const KERNEL_CMDLINE: &str = "console=ttyS0 panic=-1 reboot=t quiet";
 
 supermachine_kernel_build::extract_fns!(extract_kernel_to, extract_kernel_to_with_parents, KERNEL_BYTES, false, "kernel (bzImage)");
 supermachine_kernel_build::extract_fns!(extract_busybox_to, extract_busybox_to_with_parents, BUSYBOX_BYTES, true, "busybox binary (mode 0755)");
+supermachine_kernel_build::extract_fns!(extract_supermachine_agent_to, extract_supermachine_agent_to_with_parents, SUPERMACHINE_AGENT_BYTES, true, "in-VM agent binary (mode 0755)");
 supermachine_kernel_build::extract_fns!(extract_init_oci_to, extract_init_oci_to_with_parents, INIT_OCI_BYTES, true, "init-oci binary (mode 0755)");
 
 /// Writes every payload into `dir` (created if missing) as `bzImage`, `busybox`, … and

@@ -1,0 +1,94 @@
+//! Times kernel boots under QEMU TCG: launch → first line printed by /init.
+//!
+//! ```text
+//! boot-bench [--kernel PATH]... [--machine microvm|pc|virt] [--runs N] [--mem MIB] [--min-mem]
+//! ```
+//! Several `--kernel`s are run interleaved (a, b, a, b, …) so machine noise hits all alike.
+//! Without `--kernel` the embedded kernel is used. Prints one JSON object per kernel.
+//! `--min-mem` bisects the lowest guest RAM (MiB) in which /init is reached.
+
+use std::path::PathBuf;
+use std::time::Duration;
+use supermachine_guest_harness::{cpio::Archive, qemu::{Machine, Vm, VmConfig}};
+use supermachine_kernel as guest;
+
+const INIT: &str = "#!/bin/busybox sh\n/bin/busybox echo '@@ init reached'\n/bin/busybox poweroff -f\n";
+
+fn main() {
+    let mut kernels: Vec<PathBuf> = Vec::new();
+    let (mut machine, mut runs, mut mem, mut min_mem) = (Machine::Microvm { acpi: true }, 5usize, 128u32, false);
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut val = || args.next().unwrap_or_else(|| die(&format!("{a} needs a value")));
+        match a.as_str() {
+            "--kernel" => kernels.push(val().into()),
+            "--machine" => machine = match val().as_str() {
+                "microvm" => Machine::Microvm { acpi: true },
+                "pc" => Machine::Pc,
+                "virt" => Machine::Virt,
+                m => die(&format!("unknown machine {m}")),
+            },
+            "--runs" => runs = val().parse().unwrap_or_else(|_| die("--runs takes a number")),
+            "--mem" => mem = val().parse().unwrap_or_else(|_| die("--mem takes MiB")),
+            "--min-mem" => min_mem = true,
+            _ => die(&format!("unknown argument {a}")),
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    if kernels.is_empty() {
+        let k = dir.path().join("kernel");
+        guest::extract_kernel_to(&k).unwrap();
+        kernels.push(k);
+    }
+    let initrd = dir.path().join("initrd.cpio");
+    let mut a = Archive::new();
+    a.dir("bin", 0o755).file("bin/busybox", 0o755, guest::BUSYBOX_BYTES).file("init", 0o755, INIT.as_bytes());
+    std::fs::write(&initrd, a.finish()).unwrap();
+
+    if min_mem {
+        for k in &kernels {
+            let (mut lo, mut hi) = (8u32, 512u32); // lo fails (assumed), hi boots (checked)
+            if boot_once(machine, k, &initrd, hi).is_none() {
+                println!("{{\"kernel\":{:?},\"min_mem_mib\":null}}", k.display().to_string());
+                continue;
+            }
+            while hi - lo > 1 {
+                let mid = (lo + hi) / 2;
+                if boot_once(machine, k, &initrd, mid).is_some() { hi = mid } else { lo = mid }
+            }
+            println!("{{\"kernel\":{:?},\"min_mem_mib\":{hi}}}", k.display().to_string());
+        }
+        return;
+    }
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); kernels.len()];
+    for _ in 0..runs {
+        for (i, k) in kernels.iter().enumerate() {
+            match boot_once(machine, k, &initrd, mem) {
+                Some(t) => times[i].push(t.as_secs_f64() * 1000.0),
+                None => eprintln!("boot of {} failed", k.display()),
+            }
+        }
+    }
+    for (k, mut t) in kernels.iter().zip(times) {
+        t.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        let (min, med) = if t.is_empty() { (f64::NAN, f64::NAN) } else { (t[0], t[t.len() / 2]) };
+        println!("{{\"kernel\":{:?},\"runs\":{},\"init_ms_min\":{min:.0},\"init_ms_median\":{med:.0}}}",
+                 k.display().to_string(), t.len());
+    }
+}
+
+fn boot_once(machine: Machine, kernel: &PathBuf, initrd: &PathBuf, mem: u32) -> Option<Duration> {
+    let mut cfg = VmConfig::new(machine, kernel);
+    cfg.initrd = Some(initrd.clone());
+    cfg.mem_mib = mem;
+    cfg.append = "panic=-1 quiet".into();
+    let mut vm = Vm::spawn(&cfg).ok()?;
+    let t = vm.wait_for("@@ init reached", Duration::from_secs(60)).ok();
+    let _ = vm.wait_exit(Duration::from_secs(10));
+    t
+}
+
+fn die(msg: &str) -> ! {
+    eprintln!("boot-bench: {msg}");
+    std::process::exit(2)
+}
