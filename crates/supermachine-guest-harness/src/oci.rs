@@ -1,16 +1,22 @@
 //! Guests booted by init-oci: an initramfs whose `/init` is the `init-oci` payload, and a zstd
 //! squashfs image holding a busybox tree, the agent at `/.supermachine/agent` and the process
-//! config at `/.supermachine/config.json` (docs/INIT-OCI.md).
+//! config at `/.supermachine/config.json` (docs/INIT-OCI.md); optionally a second "delta"
+//! squashfs on top holding the published supermachine runtime's files (`/.supermachine-cmd`, …)
+//! and an env service on vsock port 1026, as the runtime provides on HVF. Any architecture's
+//! [`GuestPayloads`].
 
 use crate::cpio::Archive;
-use crate::qemu::{Machine, Vm, VmConfig};
+use crate::payloads::GuestPayloads;
+use crate::qemu::{Vm, VmConfig};
 use crate::{rootfs, vsock};
-use std::io;
+use std::io::{self, Write};
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use supermachine_agent_client::{proto::ExecRequest, Client, HybridVsock};
-use supermachine_kernel as payloads;
 
 /// The initramfs: `/init` = init-oci and the empty mount points it needs.
 pub fn initramfs(init_oci: &[u8]) -> Vec<u8> {
@@ -43,8 +49,8 @@ impl ImageFile {
 /// Lays out the image in `dir`: busybox tree, `/.supermachine/agent` (when `agent` is given),
 /// `/.supermachine/config.json` (when `config` is given), then `files` (which may replace any
 /// of these, e.g. /etc/passwd).
-pub fn image_tree(dir: &Path, agent: Option<&[u8]>, config: Option<&str>, files: &[ImageFile]) -> io::Result<()> {
-    rootfs::busybox_tree(dir, payloads::BUSYBOX_BYTES)?;
+pub fn image_tree(dir: &Path, busybox: &[u8], agent: Option<&[u8]>, config: Option<&str>, files: &[ImageFile]) -> io::Result<()> {
+    rootfs::busybox_tree(dir, busybox)?;
     std::fs::create_dir_all(dir.join(".supermachine"))?;
     if let Some(agent) = agent {
         let p = dir.join(".supermachine/agent");
@@ -54,6 +60,11 @@ pub fn image_tree(dir: &Path, agent: Option<&[u8]>, config: Option<&str>, files:
     if let Some(cfg) = config {
         std::fs::write(dir.join(".supermachine/config.json"), cfg)?;
     }
+    write_files(dir, files)
+}
+
+/// Writes `files` under `dir`.
+pub fn write_files(dir: &Path, files: &[ImageFile]) -> io::Result<()> {
     for f in files {
         let p = dir.join(f.path.trim_start_matches('/'));
         if let Some(parent) = p.parent() {
@@ -68,6 +79,8 @@ pub fn image_tree(dir: &Path, agent: Option<&[u8]>, config: Option<&str>, files:
 /// How to boot an init-oci guest.
 #[derive(Debug, Clone)]
 pub struct OciOptions {
+    /// The payloads (kernel, busybox, agent, init-oci) and the QEMU machine.
+    pub payloads: GuestPayloads,
     /// The JSON config baked into the image (`None`: no file).
     pub config: Option<String>,
     /// Extra image files.
@@ -78,6 +91,14 @@ pub struct OciOptions {
     pub image: bool,
     /// Attach virtio-vsock (vhost-device-vsock) and connect the agent client.
     pub vsock: bool,
+    /// A second squashfs layer on top of the image (the runtime's "delta" layer), e.g. its
+    /// `/.supermachine-cmd` and `/supermachine-agent` files. `None`: one layer only.
+    pub delta: Option<Vec<ImageFile>>,
+    /// Put the agent at `/supermachine-agent` in the delta layer (the runtime's place).
+    pub delta_agent: bool,
+    /// Serve this JSON on the host's vsock port 1026 (the runtime's env service,
+    /// `{"env":{..},"secrets":{..}}`). Needs `vsock`.
+    pub env_json: Option<String>,
     /// Extra cmdline tokens.
     pub extra_cmdline: String,
     /// Guest RAM in MiB.
@@ -86,8 +107,49 @@ pub struct OciOptions {
 
 impl Default for OciOptions {
     fn default() -> Self {
-        OciOptions { config: None, files: Vec::new(), agent: true, image: true, vsock: true,
-                     extra_cmdline: String::new(), mem_mib: 256 }
+        OciOptions::for_payloads(crate::payloads::x86_64())
+    }
+}
+
+impl OciOptions {
+    /// Defaults (agent in the image, vsock, 256 MiB) for `payloads`.
+    pub fn for_payloads(payloads: GuestPayloads) -> Self {
+        OciOptions { payloads, config: None, files: Vec::new(), agent: true, image: true, vsock: true,
+                     delta: None, delta_agent: false, env_json: None, extra_cmdline: String::new(), mem_mib: 256 }
+    }
+}
+
+/// Serves one JSON blob on a Unix socket until dropped (vhost-device-vsock forwards a guest's
+/// connection to host port P to `<uds>_P`).
+struct EnvService {
+    stop: Arc<AtomicBool>,
+}
+
+impl EnvService {
+    fn start(path: PathBuf, json: String) -> io::Result<EnvService> {
+        let listener = UnixListener::bind(&path)?;
+        listener.set_nonblocking(true)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        std::thread::spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((mut s, _)) => {
+                        let _ = s.set_nonblocking(false);
+                        let _ = s.write_all(json.as_bytes());
+                        let _ = s.shutdown(std::net::Shutdown::Both);
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        });
+        Ok(EnvService { stop })
+    }
+}
+
+impl Drop for EnvService {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
     }
 }
 
@@ -96,6 +158,7 @@ pub struct OciGuest {
     /// The QEMU process and its console.
     pub vm: Vm,
     backend: Option<vsock::Backend>,
+    _env: Option<EnvService>,
     _dir: tempfile::TempDir,
 }
 
@@ -103,26 +166,47 @@ impl OciGuest {
     /// Builds the initramfs and image and starts QEMU (does not wait for anything).
     pub fn boot(opts: &OciOptions) -> io::Result<OciGuest> {
         let dir = tempfile::Builder::new().prefix("sm-oci").tempdir()?;
+        let p = opts.payloads;
         let kernel = dir.path().join("kernel");
-        payloads::extract_kernel_to(&kernel)?;
+        supermachine_kernel_build::write_atomic(&kernel, p.kernel, false)?;
         let initrd = dir.path().join("initrd.cpio");
-        std::fs::write(&initrd, initramfs(payloads::INIT_OCI_BYTES))?;
-        let mut cfg = VmConfig::new(Machine::Microvm { acpi: true }, &kernel);
+        std::fs::write(&initrd, initramfs(p.init_oci))?;
+        let mut cfg = VmConfig::new(p.machine, &kernel);
         cfg.initrd = Some(initrd);
         cfg.mem_mib = opts.mem_mib;
         cfg.append = format!("panic=-1 supermachine.host_time=1795305600 {}", opts.extra_cmdline);
         if opts.image {
             let tree = dir.path().join("rootfs");
-            let agent = opts.agent.then_some(payloads::SUPERMACHINE_AGENT_BYTES);
-            image_tree(&tree, agent, opts.config.as_deref(), &opts.files)?;
+            let agent = opts.agent.then_some(p.agent);
+            image_tree(&tree, p.busybox, agent, opts.config.as_deref(), &opts.files)?;
             let image = dir.path().join("rootfs.squashfs");
             rootfs::squashfs(&tree, &image)?;
             cfg.drives = vec![image];
+            if let Some(files) = &opts.delta {
+                let delta = dir.path().join("delta");
+                std::fs::create_dir_all(&delta)?;
+                let mut files = files.clone();
+                if opts.delta_agent {
+                    files.push(ImageFile { path: "/supermachine-agent".into(), data: p.agent.to_vec(), mode: 0o755 });
+                }
+                write_files(&delta, &files)?;
+                let image = dir.path().join("delta.squashfs");
+                rootfs::squashfs(&delta, &image)?;
+                cfg.drives.push(image);
+            }
         }
         let backend = if opts.vsock { Some(vsock::Backend::start(dir.path())?) } else { None };
+        let env = match (&opts.env_json, &backend) {
+            (Some(json), Some(b)) => {
+                let mut path = b.uds_path().as_os_str().to_owned();
+                path.push("_1026");
+                Some(EnvService::start(PathBuf::from(path), json.clone())?)
+            }
+            _ => None,
+        };
         cfg.vhost_user_vsock = backend.as_ref().map(|b| b.vhost_socket().to_path_buf());
         let vm = Vm::spawn(&cfg)?;
-        Ok(OciGuest { vm, backend, _dir: dir })
+        Ok(OciGuest { vm, backend, _env: env, _dir: dir })
     }
 
     /// The agent client (needs `vsock: true`).

@@ -167,3 +167,45 @@ fn cmdline_overrides_without_config_file() {
     assert!(st.success(), "qemu status {st:?}");
     assert_no_panic(&g);
 }
+
+/// The published supermachine runtime's contract (0.7.108 on HVF): no config.json argv, the
+/// workload comes from the files it writes into the image's top "delta" layer
+/// (`/.supermachine-cmd`, `-workdir`, `-user`, `-hostname`), the agent is `/supermachine-agent`
+/// in that layer, and the env comes from the host's env service on vsock port 1026.
+#[test]
+fn runtime_delta_layer_files_and_env_service() {
+    if !tools_present(true) {
+        return;
+    }
+    let workload = "#!/bin/sh\ntrap 'exit 0' TERM\n\
+        echo \"@@ delta uid=$(id -u) gid=$(id -g) pwd=$(pwd) host=$(hostname) greeting=$GREETING token=$TOKEN path=$PATH n=$# args=$*\"\n\
+        echo @@ ready\nwhile true; do sleep 1 & wait $!; done\n";
+    let mut files = users();
+    files.push(ImageFile { path: "/bin/delta-workload".into(), data: workload.into(), mode: 0o755 });
+    let delta = vec![
+        ImageFile::new("/.supermachine-cmd", "/bin/delta-workload\nfirst arg\nsecond\n"),
+        ImageFile::new("/.supermachine-workdir", "/srv/delta\n"),
+        ImageFile::new("/.supermachine-user", "app\n"),
+        ImageFile::new("/.supermachine-hostname", "deltabox\n"),
+    ];
+    let env = r#"{"env":{"PATH":"/bin:/usr/bin","GREETING":"from the env service","SUPERMACHINE_GUEST_STDIO":"console"},"secrets":{"TOKEN":"s3cret"}}"#;
+    let opts = OciOptions { config: Some(config()), files, agent: false, delta: Some(delta), delta_agent: true,
+                            env_json: Some(env.into()), extra_cmdline: "tsi_hijack".into(), ..OciOptions::default() };
+    let g = OciGuest::boot(&opts).expect("boot");
+    g.vm.wait_for("@@ ready", BOOT).unwrap_or_else(|e| panic!("{e}"));
+    let console = g.vm.console_text();
+    assert!(console.contains("@@ delta uid=1000 gid=1000 pwd=/srv/delta host=deltabox greeting=from the env service token=s3cret path=/bin:/usr/bin n=2 args=first arg second"),
+            "delta-layer process wrong:\n{console}");
+    for m in ["[SUPERMACHINE-INIT] heartbeat counter=1", "init-oci: workload-pre-exec"] {
+        assert!(console.contains(m), "marker {m:?} missing:\n{console}");
+    }
+    let c = g.wait_agent(BOOT).unwrap_or_else(|e| panic!("{e}"));
+    let out = c.exec(&ExecRequest::new(["/bin/sh", "-c", "cat /proc/$PPID/comm; cat /etc/resolv.conf; ls /run/supermachine-agent-ready"]), None).unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(text, "supermachine-ag\nnameserver 198.18.0.2\n/run/supermachine-agent-ready\n", "agent not /supermachine-agent: {text}");
+    // The workload ends: PID 1 parks (the runtime's marker), the VM stays up.
+    c.control(&ControlRequest::Signal { signum: 15 }).expect("signal");
+    g.vm.wait_for("init-oci: parking PID 1 (exit=0)", Duration::from_secs(60)).unwrap_or_else(|e| panic!("{e}"));
+    assert!(c.exec(&ExecRequest::new(["/bin/true"]), None).unwrap().status.success());
+    assert_no_panic(&g);
+}

@@ -76,6 +76,12 @@ pub struct Cmdline {
     pub on_exit: OnExit,
     /// `tsi_hijack` present (supermachine networking: write /etc/resolv.conf).
     pub tsi: bool,
+    /// `supermachine.kcache=1`: the runtime's kernel-boot-cache pause (print
+    /// `[SUPERMACHINE-KCACHE] ready`, wait for a line on the console).
+    pub kcache: bool,
+    /// `supermachine.pre_exec_sync=1`: the runtime's pre-exec pause (print
+    /// `[SUPERMACHINE-PRE-EXEC] ready`, wait for a line on the console before the fork).
+    pub pre_exec_sync: bool,
     /// Process overrides.
     pub overrides: Overrides,
 }
@@ -86,6 +92,7 @@ impl Default for Cmdline {
             host_time: None, rootfs: Vec::new(), volumes: Vec::new(), virtiofs: Vec::new(),
             config_path: crate::DEFAULT_CONFIG_PATH.into(), agent: Some(crate::DEFAULT_AGENT_PATH.into()),
             hostname: None, stop_timeout_secs: 5, on_exit: OnExit::Stay, tsi: false,
+            kcache: false, pre_exec_sync: false,
             overrides: Overrides::default(),
         }
     }
@@ -175,6 +182,8 @@ impl Cmdline {
                     let (tag, target, read_only) = mount_spec(key, v)?;
                     c.virtiofs.push(VirtioFs { tag, target, read_only });
                 }
+                "supermachine.kcache" => c.kcache = v == "1",
+                "supermachine.pre_exec_sync" => c.pre_exec_sync = v == "1",
                 "sm.config" => c.config_path = abs_path(key, v)?,
                 "sm.config_b64" => {
                     let json = b64_decode(v).ok_or_else(|| format!("{key}: not valid base64"))?;
@@ -272,6 +281,20 @@ mod tests {
         assert_eq!(c.overrides, Overrides::default());
         assert_eq!(c.stop_timeout_secs, 5);
         assert_eq!(c.on_exit, OnExit::Stay);
+        assert!(!c.kcache && !c.pre_exec_sync);
+    }
+
+    #[test]
+    fn supermachine_hvf_cmdline() {
+        // What supermachine 0.7.108 passes on HVF (bake with kcache + pre-exec sync), plus the
+        // worker's appended tokens.
+        let c = Cmdline::parse("earlycon=pl011,mmio32,0x09000000 console=ttyAMA0 quiet loglevel=4 tsi_hijack \
+            supermachine.host_time=1795305600 supermachine.kcache=1 supermachine.pre_exec_sync=1 \
+            supermachine.tsi_token=00ff supermachine.host_ipv6=0 ipv6.disable=1").unwrap();
+        assert!(c.tsi && c.kcache && c.pre_exec_sync);
+        assert_eq!(c.host_time, Some((1795305600, 0)));
+        let c = Cmdline::parse("supermachine.kcache=0").unwrap();
+        assert!(!c.kcache);
     }
 
     #[test]

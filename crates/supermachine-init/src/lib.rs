@@ -4,6 +4,7 @@
 
 pub mod cmdline;
 pub mod config;
+pub mod runtime;
 pub mod user;
 
 /// Where init-oci looks for the process config inside the image (override: `sm.config=`).

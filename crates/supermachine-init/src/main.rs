@@ -18,6 +18,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 use supermachine_init::cmdline::{Cmdline, OnExit};
 use supermachine_init::config::{find_program, get_env, ImageConfig, Process};
+use supermachine_init::runtime::{self, DeltaFiles};
 use supermachine_init::user::{self, Ids};
 use supermachine_init::{Fatal, Status, WORKLOAD_PID_FILE};
 
@@ -341,10 +342,15 @@ fn network(c: &Cmdline) {
 
 /// Makes sure the agent is in the new root: the image's own, else the initramfs's copy
 /// (`/supermachine-agent`, the runtime's initramfs layout, or `/.supermachine/agent`).
-fn place_agent(agent: &str) -> Result<(), Fatal> {
+/// With the default path, an image that only has the runtime's `/supermachine-agent` (its delta
+/// layer) uses that one. Returns the agent's path inside the new root.
+fn place_agent(agent: &str) -> Result<String, Fatal> {
     let target = in_root(agent);
     if is_exec(&target) {
-        return Ok(());
+        return Ok(agent.to_string());
+    }
+    if agent == supermachine_init::DEFAULT_AGENT_PATH && is_exec(&in_root(runtime::AGENT_PATH)) {
+        return Ok(runtime::AGENT_PATH.to_string());
     }
     for src in ["/supermachine-agent", "/.supermachine/agent"] {
         if is_exec(src) {
@@ -356,7 +362,8 @@ fn place_agent(agent: &str) -> Result<(), Fatal> {
                 std::fs::copy(src, &target)?;
                 std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755))
             };
-            return copy().map_err(|e| Fatal::new(Status::Agent, format!("cannot copy the agent {src} to {agent}: {e}")));
+            return copy().map(|()| agent.to_string())
+                .map_err(|e| Fatal::new(Status::Agent, format!("cannot copy the agent {src} to {agent}: {e}")));
         }
     }
     Err(Fatal::new(Status::Agent, format!("agent {agent} not found in the image or the initramfs (sm.agent=none runs without one)")))
@@ -425,6 +432,8 @@ struct Spawn {
     envp: Vec<CString>,
     cwd: CString,
     ids: Option<Ids>,
+    /// stdout/stderr to /dev/null (the runtime's default for the workload).
+    quiet: bool,
 }
 
 const STAGES: [&str; 6] = ["", "setgroups", "setgid", "setuid", "chdir", "exec"];
@@ -465,6 +474,10 @@ fn spawn(s: &Spawn) -> Result<libc::pid_t, (&'static str, io::Error)> {
             let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY);
             if null > 0 {
                 libc::dup2(null, 0);
+                if s.quiet {
+                    libc::dup2(null, 1);
+                    libc::dup2(null, 2);
+                }
                 libc::close(null);
             }
             if let Some(ids) = &s.ids {
@@ -502,27 +515,146 @@ fn spawn(s: &Spawn) -> Result<libc::pid_t, (&'static str, io::Error)> {
     Ok(pid)
 }
 
+/// The runtime's pause points (`supermachine.kcache=1`, `supermachine.pre_exec_sync=1`): print
+/// `[SUPERMACHINE-<what>] ready`, wait up to 30 s for a line on the console (the host pushes
+/// `R\n` / `P\n` after its snapshot), print `resumed token=…` or `timeout`.
+fn pause_point(what: &str) {
+    let line = format!("[SUPERMACHINE-{what}] ready\n");
+    unsafe { libc::write(2, line.as_ptr().cast(), line.len()) };
+    let mut pfd = libc::pollfd { fd: 0, events: libc::POLLIN, revents: 0 };
+    let mut tok = [0u8; 16];
+    let n = if unsafe { libc::poll(&mut pfd, 1, 30_000) } > 0 {
+        unsafe { libc::read(0, tok.as_mut_ptr().cast(), tok.len()) }
+    } else {
+        -1
+    };
+    let msg = if n > 0 {
+        let t = String::from_utf8_lossy(&tok[..n as usize]).trim_end().to_string();
+        format!("[SUPERMACHINE-{what}] resumed token={t}\n")
+    } else {
+        format!("[SUPERMACHINE-{what}] timeout rn={n} errno={}\n", errno())
+    };
+    unsafe { libc::write(2, msg.as_ptr().cast(), msg.len()) };
+}
+
+/// Fetches `{"env":{..},"secrets":{..}}` from the host's vsock port 1026 (the runtime's env
+/// service). 1 s to connect, 2 s to read; any failure is a warning and gives no variables.
+fn fetch_served_env() -> Vec<String> {
+    let fetch = || -> Result<Vec<u8>, String> {
+        unsafe {
+            let fd = libc::socket(libc::AF_VSOCK, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+            if fd < 0 {
+                return Err(format!("socket(AF_VSOCK): {}", io::Error::last_os_error()));
+            }
+            let tv = libc::timeval { tv_sec: 1, tv_usec: 0 };
+            let tvp = (&tv as *const libc::timeval).cast();
+            let tvl = std::mem::size_of::<libc::timeval>() as libc::socklen_t;
+            libc::setsockopt(fd, libc::AF_VSOCK, 6 /* SO_VM_SOCKETS_CONNECT_TIMEOUT */, tvp, tvl);
+            let rtv = libc::timeval { tv_sec: 2, tv_usec: 0 };
+            libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO, (&rtv as *const libc::timeval).cast(), tvl);
+            let mut addr: libc::sockaddr_vm = std::mem::zeroed();
+            addr.svm_family = libc::AF_VSOCK as _;
+            addr.svm_cid = libc::VMADDR_CID_HOST;
+            addr.svm_port = runtime::ENV_PORT;
+            if libc::connect(fd, (&addr as *const libc::sockaddr_vm).cast(), std::mem::size_of::<libc::sockaddr_vm>() as _) != 0 {
+                let e = io::Error::last_os_error();
+                libc::close(fd);
+                return Err(format!("connect to host port {}: {e}", runtime::ENV_PORT));
+            }
+            let mut out = Vec::new();
+            let mut buf = [0u8; 4096];
+            loop {
+                let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
+                if n <= 0 || out.len() > (1 << 20) {
+                    break;
+                }
+                out.extend_from_slice(&buf[..n as usize]);
+            }
+            libc::close(fd);
+            Ok(out)
+        }
+    };
+    match fetch().and_then(|b| runtime::parse_env_json(&b)) {
+        Ok(env) => env,
+        Err(e) => {
+            log(&format!("warning: no env from the runtime's env service: {e}"));
+            Vec::new()
+        }
+    }
+}
+
+/// `/.supermachine-virtiofs-binds` (root = prefix of the image root). Failures are warnings,
+/// as in the runtime's init.
+fn mount_delta_binds(root: &str, binds: &[(String, String)]) {
+    for (tag, path) in binds {
+        let target = format!("{root}{path}");
+        let _ = std::fs::create_dir_all(&target);
+        match mount(tag, &target, "virtiofs", 0, "") {
+            Ok(()) => log(&format!("mounted virtio-fs {tag} -> {path}")),
+            Err(e) => log(&format!("warning: mount -t virtiofs {tag} -> {path}: {e}")),
+        }
+    }
+}
+
+/// `/.supermachine-volumes`, after the switch: volume i is the i-th of the last N `/dev/vd?`
+/// devices, ext4. Failures are warnings, as in the runtime's init.
+fn mount_delta_volumes(volumes: &[String]) {
+    if volumes.is_empty() {
+        return;
+    }
+    let devices = (b'a'..=b'z').take_while(|l| is_block(&format!("/dev/vd{}", *l as char))).count();
+    match runtime::volume_devices(volumes, devices) {
+        Ok(map) => {
+            for (dev, path) in map {
+                let _ = std::fs::create_dir_all(&path);
+                match mount(&dev, &path, "ext4", 0, "") {
+                    Ok(()) => log(&format!("mounted {dev} -> {path} (ext4, rw)")),
+                    Err(e) => log(&format!("warning: mount {dev} -> {path} ext4: {e}")),
+                }
+            }
+        }
+        Err(e) => log(&format!("warning: {e}")),
+    }
+}
+
 /// Everything up to the supervisor: returns it with both children started.
 fn boot() -> Result<Supervisor, Fatal> {
     early_mounts()?;
     let text = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
-    let c = Cmdline::parse(&text).map_err(|e| Fatal::new(Status::BadCmdline, format!("kernel cmdline: {e}")))?;
+    let mut c = Cmdline::parse(&text).map_err(|e| Fatal::new(Status::BadCmdline, format!("kernel cmdline: {e}")))?;
     if let Some((s, ns)) = c.host_time {
         set_clock(s, ns);
+    }
+    if Path::new("/supermachine-smpark.ko").exists() {
+        log("ignoring /supermachine-smpark.ko (no modules; vCPU parking is the agent's CPU hotplug)");
+    }
+    if c.kcache {
+        pause_point("KCACHE");
     }
     let layers = find_layers(&c)?;
     mount_rootfs(&layers)?;
     log(&format!("image rootfs: {} (overlay on tmpfs)", layers.join(" + ")));
 
+    // The supermachine runtime's delta-layer files (docs/INIT-OCI.md).
+    let delta = DeltaFiles::load(|p| std::fs::read_to_string(in_root(p)).ok())
+        .map_err(|e| Fatal::new(Status::BadConfig, e))?;
+    let runtime_mode = delta.runtime_mode();
+    let served_env = if runtime_mode { fetch_served_env() } else { Vec::new() };
+    if c.hostname.is_none() {
+        c.hostname = delta.hostname.clone();
+    }
+
     // The process config, checked before anything starts.
     let cfg_file = in_root(&c.config_path);
-    let image = match std::fs::read(&cfg_file) {
+    let file = match std::fs::read(&cfg_file) {
         Ok(bytes) => Some(ImageConfig::parse(&bytes)
             .map_err(|e| Fatal::new(Status::BadConfig, format!("{}: {e}", c.config_path)))?),
         Err(e) if e.kind() == io::ErrorKind::NotFound => None,
         Err(e) => return Err(Fatal::new(Status::BadConfig, format!("cannot read {}: {e}", c.config_path))),
     };
-    let mut process = Process::resolve(image.as_ref(), &c.overrides, &c.config_path)?;
+    let image = runtime::layer_config(file, &delta, &served_env);
+    let label = if runtime_mode { format!("{} ({})", runtime::CMD_FILE, c.config_path) } else { c.config_path.clone() };
+    let mut process = Process::resolve(image.as_ref(), &c.overrides, &label)?;
     let passwd = std::fs::read_to_string(in_root("/etc/passwd")).unwrap_or_default();
     let group = std::fs::read_to_string(in_root("/etc/group")).unwrap_or_default();
     let ids = user::resolve(&process.user, &passwd, &group)
@@ -531,14 +663,41 @@ fn boot() -> Result<Supervisor, Fatal> {
         process.env.push(format!("HOME={}", ids.home));
     }
 
+    mount_delta_binds(NEWROOT, &delta.virtiofs);
     mount_volumes(&c)?;
     network(&c);
-    if let Some(agent) = &c.agent {
-        place_agent(agent)?;
-    }
+    let agent_path = match &c.agent {
+        Some(agent) => Some(place_agent(agent)?),
+        None => None,
+    };
     switch_root()?;
 
-    // In the image root from here on.
+    // In the image root from here on. The agent first (the runtime's order: it is listening
+    // before the heartbeat its snapshot trigger waits for).
+    let agent = agent_path.as_ref().map(|a| Spawn {
+        path: cstr(a),
+        argv: vec![cstr(a)],
+        envp: vec![cstr(format!("PATH={}", supermachine_init::DEFAULT_PATH)), cstr("HOME=/root")],
+        cwd: cstr("/"),
+        ids: None,
+        quiet: false,
+    });
+    let mut sup = Supervisor { workload: None, agent: None, agent_spec: agent, agent_restarts: 0,
+                               agent_restart_at: None, stop_deadline: None, cmdline: c };
+    if let Some(spec) = &sup.agent_spec {
+        let pid = spawn(spec).map_err(|(step, e)| Fatal::new(Status::Agent,
+            format!("cannot start the agent {}: {step}: {e}", spec.path.to_string_lossy())))?;
+        sup.agent = Some(pid);
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(1) && !Path::new("/run/supermachine-agent-ready").exists() {
+            std::thread::sleep(Duration::from_micros(500));
+        }
+    }
+    // The runtime's --snapshot-at trigger; its volumes are mounted after it.
+    let hb = "[SUPERMACHINE-INIT] heartbeat counter=1\n";
+    unsafe { libc::write(1, hb.as_ptr().cast(), hb.len()) };
+    mount_delta_volumes(&delta.volumes);
+
     if !Path::new(&process.cwd).is_dir() {
         std::fs::create_dir_all(&process.cwd)
             .map_err(|e| Fatal::new(Status::BadWorkdir, format!("WorkingDir {}: {e}", process.cwd)))?;
@@ -550,36 +709,32 @@ fn boot() -> Result<Supervisor, Fatal> {
         is_exec(&full)
     }).ok_or_else(|| Fatal::new(Status::EntrypointExec,
         format!("entrypoint {argv0:?} not found or not executable in the image (PATH={path_env})")))?;
+    let quiet = runtime_mode && !runtime::guest_stdio_to_console(get_env(&process.env, "SUPERMACHINE_GUEST_STDIO"));
     let workload = Spawn {
         path: cstr(&program),
         argv: process.args.iter().map(cstr).collect(),
         envp: process.env.iter().map(cstr).collect(),
         cwd: cstr(&process.cwd),
         ids: Some(ids.clone()),
+        quiet,
     };
+    // The runtime's pre-exec snapshot trigger.
+    log("workload-pre-exec");
+    if sup.cmdline.pre_exec_sync {
+        pause_point("PRE-EXEC");
+    } else if runtime_mode {
+        std::thread::sleep(Duration::from_millis(250));
+    }
     let pid = spawn(&workload).map_err(|(step, e)| {
         let status = if step == "chdir" { Status::BadWorkdir } else { Status::EntrypointExec };
         Fatal::new(status, format!("cannot start entrypoint {program:?}: {step}: {e}"))
     })?;
+    sup.workload = Some(pid);
     if let Err(e) = std::fs::write(WORKLOAD_PID_FILE, format!("{pid}\n")) {
         log(&format!("warning: cannot write {WORKLOAD_PID_FILE}: {e}"));
     }
-    log(&format!("entrypoint started: pid {pid}, uid {} gid {}, cwd {}: {:?}", ids.uid, ids.gid, process.cwd, process.args));
-
-    let agent = c.agent.as_ref().map(|a| Spawn {
-        path: cstr(a),
-        argv: vec![cstr(a)],
-        envp: vec![cstr(format!("PATH={}", supermachine_init::DEFAULT_PATH)), cstr("HOME=/root")],
-        cwd: cstr("/"),
-        ids: None,
-    });
-    let mut sup = Supervisor { workload: Some(pid), agent: None, agent_spec: agent, agent_restarts: 0,
-                               agent_restart_at: None, stop_deadline: None, cmdline: c };
-    if let Some(spec) = &sup.agent_spec {
-        let pid = spawn(spec).map_err(|(step, e)| Fatal::new(Status::Agent,
-            format!("cannot start the agent {}: {step}: {e}", spec.path.to_string_lossy())))?;
-        sup.agent = Some(pid);
-    }
+    log(&format!("entrypoint started: pid {pid}, uid {} gid {}, cwd {}{}: {:?}", ids.uid, ids.gid, process.cwd,
+                 if quiet { ", stdout/stderr /dev/null (SUPERMACHINE_GUEST_STDIO unset)" } else { "" }, process.args));
     Ok(sup)
 }
 
@@ -669,6 +824,8 @@ impl Supervisor {
                 self.workload = None;
                 let _ = std::fs::remove_file(WORKLOAD_PID_FILE);
                 log(&format!("entrypoint pid {pid} {}", describe(status)));
+                let code = if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { 128 + libc::WTERMSIG(status) };
+                log(&format!("parking PID 1 (exit={code})"));
                 if self.cmdline.on_exit == OnExit::Poweroff && self.stop_deadline.is_none() {
                     log("powering off (sm.on_exit=poweroff)");
                     shutdown(Status::Ok);

@@ -1,0 +1,98 @@
+//! Issue 6 on aarch64: init-oci as PID 1 under `qemu-system-aarch64 -M virt` (TCG). A squashfs
+//! image with a JSON config boots, the entrypoint's output reaches the console, the agent runs
+//! a command over vsock; the runtime's delta-layer files work too; a bad config prints its
+//! error line and powers off (QEMU exits, no kernel panic).
+
+use std::time::Duration;
+use supermachine_agent_client::proto::ExecRequest;
+use supermachine_guest_harness::oci::{ImageFile, OciGuest, OciOptions};
+use supermachine_guest_harness::{payloads, require_tool};
+
+const BOOT: Duration = Duration::from_secs(300);
+
+fn tools_present(vsock: bool) -> bool {
+    let mut tools = vec!["qemu-system-aarch64", "mksquashfs"];
+    if vsock {
+        tools.push("vhost-device-vsock");
+    }
+    tools.iter().all(|t| require_tool(t).is_some())
+}
+
+fn opts() -> OciOptions {
+    OciOptions::for_payloads(payloads::aarch64())
+}
+
+fn assert_no_panic(g: &OciGuest) {
+    let console = g.vm.console_text();
+    assert!(!console.contains("Kernel panic"), "kernel panic:\n{console}");
+    assert!(!console.contains("Attempted to kill init"), "PID 1 exited:\n{console}");
+}
+
+const WORKLOAD: &str = "#!/bin/sh\necho \"@@ hello arch=$(uname -m) uid=$(id -u) pwd=$(pwd) greeting=$GREETING args=$*\"\n\
+    while true; do sleep 1 & wait $!; done\n";
+
+fn workload() -> ImageFile {
+    ImageFile { path: "/bin/workload".into(), data: WORKLOAD.into(), mode: 0o755 }
+}
+
+#[test]
+fn aarch64_entrypoint_output_and_agent_exec() {
+    if !tools_present(true) {
+        return;
+    }
+    let config = r#"{"config":{"Entrypoint":["/bin/workload"],"Cmd":["a","b"],"Env":["GREETING=hi arm"],"WorkingDir":"/srv","User":"65534:65534"}}"#;
+    let o = OciOptions { config: Some(config.into()), files: vec![workload()], ..opts() };
+    let mut g = OciGuest::boot(&o).expect("boot");
+    g.vm.wait_for("@@ hello", BOOT).unwrap_or_else(|e| panic!("{e}"));
+    let console = g.vm.console_text();
+    assert!(console.contains("@@ hello arch=aarch64 uid=65534 pwd=/srv greeting=hi arm args=a b"), "{console}");
+    let c = g.wait_agent(BOOT).unwrap_or_else(|e| panic!("{e}"));
+    let out = c.exec(&ExecRequest::new(["/bin/sh", "-c", "uname -m; cat /proc/1/comm; id -u"]), None).unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "aarch64\ninit\n0\n");
+    // SIGTERM to PID 1: clean power-off, QEMU exits.
+    let _ = c.exec(&ExecRequest::new(["/bin/kill", "-TERM", "1"]), None);
+    let st = g.vm.wait_exit(Duration::from_secs(120)).unwrap_or_else(|e| panic!("{e}"));
+    assert!(g.vm.console_text().contains("init-oci: exit status 0"));
+    assert!(st.success(), "qemu status {st:?}");
+    assert_no_panic(&g);
+}
+
+/// The published runtime's layout on HVF: argv/workdir from the delta layer, the agent at
+/// `/supermachine-agent`, env from vsock port 1026, the runtime's console markers.
+#[test]
+fn aarch64_runtime_delta_layer() {
+    if !tools_present(true) {
+        return;
+    }
+    let delta = vec![ImageFile::new("/.supermachine-cmd", "/bin/workload\nfrom-delta\n"),
+                     ImageFile::new("/.supermachine-workdir", "/work\n")];
+    let env = r#"{"env":{"GREETING":"served","SUPERMACHINE_GUEST_STDIO":"1"},"secrets":{}}"#;
+    let o = OciOptions { files: vec![workload()], agent: false, delta: Some(delta), delta_agent: true,
+                         env_json: Some(env.into()), ..opts() };
+    let g = OciGuest::boot(&o).expect("boot");
+    g.vm.wait_for("@@ hello", BOOT).unwrap_or_else(|e| panic!("{e}"));
+    let console = g.vm.console_text();
+    assert!(console.contains("@@ hello arch=aarch64 uid=0 pwd=/work greeting=served args=from-delta"), "{console}");
+    assert!(console.contains("[SUPERMACHINE-INIT] heartbeat counter=1"), "{console}");
+    let c = g.wait_agent(BOOT).unwrap_or_else(|e| panic!("{e}"));
+    let out = c.exec(&ExecRequest::new(["/bin/sh", "-c", "cat /proc/$PPID/comm"]), None).unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "supermachine-ag\n");
+    assert_no_panic(&g);
+}
+
+#[test]
+fn aarch64_bad_config_powers_off() {
+    if !tools_present(false) {
+        return;
+    }
+    let o = OciOptions { config: Some(r#"{"config": {"Cmd": ["/bin/true"],}"#.into()), vsock: false, ..opts() };
+    let mut g = OciGuest::boot(&o).expect("boot");
+    let st = g.vm.wait_exit(BOOT).unwrap_or_else(|e| panic!("QEMU did not power off: {e}"));
+    let console = g.vm.console_text();
+    let errors: Vec<&str> = console.lines().filter(|l| l.contains("init-oci: error:")).collect();
+    assert_eq!(errors.len(), 1, "expected one error line:\n{console}");
+    assert!(errors[0].contains("/.supermachine/config.json: invalid JSON"), "{console}");
+    assert!(console.contains("init-oci: exit status 30"), "{console}");
+    assert!(st.success(), "qemu status {st:?}");
+    assert_no_panic(&g);
+}
