@@ -183,6 +183,17 @@ def cmd_check(a):
         sys.exit(f"{problems} manifest problem(s)")
 
 
+def cmd_table(a):
+    """Markdown table of every payload, for the README."""
+    print("| crate | payload | .xz bytes | decoded bytes | sha256 (decoded) | source |")
+    print("|---|---|---:|---:|---|---|")
+    for m in sorted(glob.glob(os.path.join(ROOT, "crates/*/payload/manifest.toml"))):
+        crate = os.path.basename(os.path.dirname(os.path.dirname(m)))
+        for name, t in sorted(parse(m).items()):
+            xz = os.path.getsize(os.path.join(os.path.dirname(m), t["file"]))
+            print(f"| {crate} | {name} | {xz:,} | {t['size']:,} | `{t['sha256'][:16]}…` | {t['source']} |")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -203,6 +214,8 @@ def main():
     h = sub.add_parser("inputs-hash")
     h.add_argument("inputs")
     h.set_defaults(fn=lambda a: print(inputs_sha256(a.inputs)))
+    t = sub.add_parser("table")
+    t.set_defaults(fn=cmd_table)
     a = p.parse_args()
     a.fn(a)
 
