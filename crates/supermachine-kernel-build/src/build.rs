@@ -277,7 +277,8 @@ fn consumer_root() -> Option<PathBuf> {
 /// Streams the xz data into `out` (temp + rename), returning the decoded length and sha256.
 fn decode_xz_to(compressed: &[u8], out: &Path) -> io::Result<(u64, String)> {
     let dir = out.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    let name = out.file_name().unwrap_or(std::ffi::OsStr::new("payload"));
+    let mut tmp = crate::extract::TempFile::new_in(dir, name)?;
     let mut decoder = xz2::read::XzDecoder::new(compressed);
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -288,10 +289,10 @@ fn decode_xz_to(compressed: &[u8], out: &Path) -> io::Result<(u64, String)> {
             break;
         }
         hasher.update(&buf[..n]);
-        tmp.write_all(&buf[..n])?;
+        tmp.file().write_all(&buf[..n])?;
         len += n as u64;
     }
-    tmp.persist(out).map_err(|e| e.error)?;
+    tmp.persist(out)?;
     Ok((len, hex(&hasher.finalize())))
 }
 

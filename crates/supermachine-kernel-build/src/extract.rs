@@ -46,18 +46,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8], executable: bool) -> io::Result<(
     let name = path.file_name().ok_or_else(|| {
         io::Error::new(io::ErrorKind::InvalidInput, format!("{}: not a file path", path.display()))
     })?;
-    let mut prefix = std::ffi::OsString::from(".");
-    prefix.push(name);
-    prefix.push(".");
-    let mut tmp = tempfile::Builder::new()
-        .prefix(&prefix)
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .map_err(|e| annotate(e, "creating a temp file in", dir))?;
-    tmp.write_all(bytes).map_err(|e| annotate(e, "writing", tmp.path()))?;
-    tmp.as_file().sync_all().map_err(|e| annotate(e, "syncing", tmp.path()))?;
-    set_mode(tmp.as_file(), mode)?;
-    tmp.persist(path).map_err(|e| annotate(e.error, "renaming into", path))?;
+    let mut tmp = TempFile::new_in(dir, name)?;
+    // On failure (e.g. a full disk) the temp file is removed and the target is untouched.
+    tmp.file().write_all(bytes).map_err(|e| annotate(e, "writing (nothing replaced)", path))?;
+    tmp.file().sync_all().map_err(|e| annotate(e, "syncing (nothing replaced)", path))?;
+    set_mode(tmp.file(), mode)?;
+    tmp.persist(path).map_err(|e| annotate(e, "renaming into", path))?;
     Ok(())
 }
 
@@ -80,6 +74,60 @@ pub fn write_atomic_with_parents(path: &Path, bytes: &[u8], executable: bool) ->
         fs::create_dir_all(parent).map_err(|e| annotate(e, "creating", parent))?;
     }
     write_atomic(path, bytes, executable)
+}
+
+/// A uniquely named file beside its destination, removed unless [`TempFile::persist`]ed.
+///
+/// std-only (no `tempfile` crate) to keep the payload crates' build graph small.
+pub(crate) struct TempFile {
+    path: PathBuf,
+    file: Option<fs::File>,
+}
+
+impl TempFile {
+    /// Creates `.NAME.<pid>.<n>.<nanos>.tmp` in `dir`, exclusively (`O_CREAT|O_EXCL`).
+    pub(crate) fn new_in(dir: &Path, name: &std::ffi::OsStr) -> io::Result<TempFile> {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let mut last = None;
+        for _ in 0..64 {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos())
+                .unwrap_or(0);
+            let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+            let mut file_name = std::ffi::OsString::from(".");
+            file_name.push(name);
+            file_name.push(format!(".{}.{n}.{nanos:x}.tmp", std::process::id()));
+            let path = dir.join(file_name);
+            match fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(file) => return Ok(TempFile { path, file: Some(file) }),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = Some(e),
+                Err(e) => return Err(annotate(e, "creating a temp file in", dir)),
+            }
+        }
+        Err(annotate(last.unwrap_or_else(|| io::Error::other("no free name")), "creating a temp file in", dir))
+    }
+
+    pub(crate) fn file(&mut self) -> &mut fs::File {
+        self.file.as_mut().expect("temp file open until persisted")
+    }
+
+    /// Renames the file to `to` (atomic on one file system).
+    pub(crate) fn persist(mut self, to: &Path) -> io::Result<()> {
+        drop(self.file.take());
+        fs::rename(&self.path, to)?;
+        self.path = PathBuf::new();
+        Ok(())
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if !self.path.as_os_str().is_empty() {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
 }
 
 fn holds_same_content(path: &Path, bytes: &[u8], mode: u32) -> io::Result<bool> {
