@@ -1,109 +1,17 @@
 #!/usr/bin/env bash
 # Builds init-oci (crates/supermachine-init, the PID-1 shim that boots an OCI image)
-# reproducibly and records it as the `init-oci` payload of the kernel crate for the architecture.
+# reproducibly and records it as the `init-oci` payload of the arch crate.
 #
 #   scripts/init-build.sh [--arch x86_64|aarch64] [--target-dir DIR] [--no-record] [--out FILE]
 #
-# Reproducible: pinned rustc (checked), --locked, no incremental state, build paths remapped,
-# symbols stripped, no build-id, fixed SOURCE_DATE_EPOCH, single-threaded xz. Building twice into
-# different target dirs gives the same bytes (run with --no-record --out X twice and compare).
+# Building twice into different target dirs gives the same bytes (--no-record --out X twice and
+# compare). Recipe details: scripts/lib/rust-guest.sh.
 set -euo pipefail
-
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-# shellcheck source=lib/pins.sh
 . "$ROOT/scripts/lib/pins.sh"
-# shellcheck source=lib/common.sh
 . "$ROOT/scripts/lib/common.sh"
+. "$ROOT/scripts/lib/rust-guest.sh"
 
-# --- pins of this recipe -------------------------------------------------------------------
-PIN_INIT_RUST_TOOLCHAIN=1.95.0
-PIN_INIT_RUSTC_VERSION='rustc 1.95.0 (59807616e 2026-04-14)'
-
-ARCH=x86_64
-TARGET_DIR=""
-RECORD=1
-OUT=""
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --arch) ARCH=$2; shift 2 ;;
-        --arch=*) ARCH=${1#--arch=}; shift ;;
-        --target-dir) TARGET_DIR=$2; shift 2 ;;
-        --no-record) RECORD=0; shift ;;
-        --out) OUT=$2; shift 2 ;;
-        -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
-        *) die "unknown argument $1" ;;
-    esac
-done
-
-case "$ARCH" in
-    x86_64)
-        TRIPLE=x86_64-unknown-linux-musl
-        CRATE=supermachine-kernel-x86-64
-        ;;
-    aarch64)
-        TRIPLE=aarch64-unknown-linux-musl
-        CRATE=supermachine-kernel-aarch64
-        # The host's cross gcc drives the link against Rust's self-contained musl objects.
-        command -v aarch64-linux-gnu-gcc >/dev/null || die "aarch64-linux-gnu-gcc missing (apt-get install gcc-aarch64-linux-gnu)"
-        export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER=aarch64-linux-gnu-gcc
-        ;;
-    *) die "unsupported --arch $ARCH (x86_64 or aarch64)" ;;
-esac
-
-CARGO=(cargo "+$PIN_INIT_RUST_TOOLCHAIN")
-have_rustc=$(rustc "+$PIN_INIT_RUST_TOOLCHAIN" --version 2>/dev/null) || have_rustc=none
-[ "$have_rustc" = "$PIN_INIT_RUSTC_VERSION" ] || die "rustc is '$have_rustc', this recipe is pinned to '$PIN_INIT_RUSTC_VERSION'
-  fix: rustup toolchain install $PIN_INIT_RUST_TOOLCHAIN && rustup target add --toolchain $PIN_INIT_RUST_TOOLCHAIN $TRIPLE"
-rustup target list --installed --toolchain "$PIN_INIT_RUST_TOOLCHAIN" | grep -qx "$TRIPLE" \
-    || die "the $TRIPLE target is not installed: rustup target add --toolchain $PIN_INIT_RUST_TOOLCHAIN $TRIPLE"
-require_pkg xz-utils "$PIN_XZ_VERSION"
-if [ "$ARCH" = x86_64 ]; then
-    # cc (gcc + binutils) links the x86_64 binary.
-    require_pkg binutils "$PIN_BINUTILS_VERSION"
-    require_pkg gcc-12 "$PIN_GCC_VERSION"
-else
-    require_pkg gcc-12-aarch64-linux-gnu "$PIN_GCC_AARCH64_VERSION"
-    require_pkg binutils-aarch64-linux-gnu "$PIN_BINUTILS_AARCH64_VERSION"
-fi
-
-TARGET_DIR=${TARGET_DIR:-$ROOT/target/init-payload}
-CARGO_HOME_DIR=${CARGO_HOME:-$HOME/.cargo}
-RUSTUP_HOME_DIR=${RUSTUP_HOME:-$HOME/.rustup}
-export SOURCE_DATE_EPOCH CARGO_INCREMENTAL=0 LC_ALL=C TZ=UTC
-unset RUSTC_WRAPPER CARGO_BUILD_RUSTC_WRAPPER CARGO_ENCODED_RUSTFLAGS || true
-# Applied to the target crates only (--target is given), not to build scripts.
-export RUSTFLAGS="--remap-path-prefix=$CARGO_HOME_DIR=/cargo --remap-path-prefix=$RUSTUP_HOME_DIR=/rustup \
---remap-path-prefix=$ROOT=/src -C strip=symbols -C relocation-model=static -C target-feature=+crt-static \
--C link-arg=-Wl,--build-id=none -C debuginfo=0"
-
-echo "building init-oci for $TRIPLE with $have_rustc" >&2
-(cd "$ROOT" && "${CARGO[@]}" build --locked --quiet -p supermachine-init --bin init-oci \
-    --profile guest --target "$TRIPLE" --target-dir "$TARGET_DIR")
-BIN="$TARGET_DIR/$TRIPLE/guest/init-oci"
-[ -f "$BIN" ] || die "build produced no $BIN"
-file "$BIN" | grep -q "statically linked" || die "$BIN is not statically linked: $(file "$BIN")"
-size=$(stat -c %s "$BIN")
-echo "init-oci ($ARCH): $size bytes, sha256 $(sha256sum "$BIN" | cut -d' ' -f1)" >&2
-
-if [ -n "$OUT" ]; then
-    cp "$BIN" "$OUT"
-fi
-[ "$RECORD" = 1 ] || exit 0
-
-PAYLOAD_DIR="$ROOT/crates/$CRATE/payload"
-[ -d "$PAYLOAD_DIR" ] || die "$PAYLOAD_DIR does not exist"
-xz_payload "$BIN" "$PAYLOAD_DIR/init-oci.xz"
-toolchain="$have_rustc ($TRIPLE, profile guest)"
-if [ "$ARCH" = x86_64 ]; then
-    toolchain="$toolchain, gcc-12 $PIN_GCC_VERSION, binutils $PIN_BINUTILS_VERSION"
-else
-    toolchain="$toolchain, gcc-12-aarch64-linux-gnu $PIN_GCC_AARCH64_VERSION, binutils-aarch64-linux-gnu $PIN_BINUTILS_AARCH64_VERSION"
-fi
-python3 "$ROOT/scripts/lib/payload.py" record \
-    --manifest "$PAYLOAD_DIR/manifest.toml" \
-    --name init-oci \
-    --file init-oci.xz \
-    --source "crates/supermachine-init $(sed -n 's/^version = "\(.*\)"/\1/p' "$ROOT/Cargo.toml" | head -1) (this repository), Rust crates pinned by Cargo.lock" \
-    --toolchain "$toolchain, xz-utils $PIN_XZ_VERSION" \
-    --recipe scripts/init-build.sh \
-    --inputs "scripts/init-build.sh scripts/lib/pins.sh scripts/lib/common.sh Cargo.toml lock:supermachine-init crates/supermachine-init/Cargo.toml crates/supermachine-init/src/**/*.rs"
+rust_guest_recipe supermachine-init init-oci scripts/init-build.sh \
+    "lock:supermachine-init crates/supermachine-init/Cargo.toml crates/supermachine-init/src/**/*.rs" \
+    "$@"
