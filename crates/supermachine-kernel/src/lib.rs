@@ -54,6 +54,8 @@
 //! ```
 #![no_std]
 #![forbid(unsafe_code)]
+// The build-script example needs its `fn main`.
+#![allow(clippy::needless_doctest_main)]
 
 cfg_if::cfg_if! {
     if #[cfg(target_arch = "x86_64")] {
