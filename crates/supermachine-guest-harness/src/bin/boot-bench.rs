@@ -2,10 +2,12 @@
 //!
 //! ```text
 //! boot-bench [--kernel PATH]... [--machine microvm|pc|virt] [--runs N] [--mem MIB] [--min-mem]
+//!            [--busybox PATH]
 //! ```
 //! Several `--kernel`s are run interleaved (a, b, a, b, …) so machine noise hits all alike.
 //! Without `--kernel` the embedded kernel is used. Prints one JSON object per kernel.
-//! `--min-mem` bisects the lowest guest RAM (MiB) in which /init is reached.
+//! `--min-mem` bisects the lowest guest RAM (MiB) in which /init is reached. `--busybox` replaces
+//! the embedded (host-arch) busybox, e.g. with an aarch64 one for `--machine virt`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -16,6 +18,7 @@ const INIT: &str = "#!/bin/busybox sh\n/bin/busybox echo '@@ init reached'\n/bin
 
 fn main() {
     let mut kernels: Vec<PathBuf> = Vec::new();
+    let mut busybox: Option<PathBuf> = None;
     let (mut machine, mut runs, mut mem, mut min_mem) = (Machine::Microvm { acpi: true }, 5usize, 128u32, false);
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -31,6 +34,7 @@ fn main() {
             "--runs" => runs = val().parse().unwrap_or_else(|_| die("--runs takes a number")),
             "--mem" => mem = val().parse().unwrap_or_else(|_| die("--mem takes MiB")),
             "--min-mem" => min_mem = true,
+            "--busybox" => busybox = Some(val().into()),
             _ => die(&format!("unknown argument {a}")),
         }
     }
@@ -42,7 +46,11 @@ fn main() {
     }
     let initrd = dir.path().join("initrd.cpio");
     let mut a = Archive::new();
-    a.dir("bin", 0o755).file("bin/busybox", 0o755, guest::BUSYBOX_BYTES).file("init", 0o755, INIT.as_bytes());
+    let busybox = match &busybox {
+        Some(p) => std::fs::read(p).unwrap_or_else(|e| die(&format!("{}: {e}", p.display()))),
+        None => guest::BUSYBOX_BYTES.to_vec(),
+    };
+    a.dir("bin", 0o755).file("bin/busybox", 0o755, &busybox).file("init", 0o755, INIT.as_bytes());
     std::fs::write(&initrd, a.finish()).unwrap();
 
     if min_mem {

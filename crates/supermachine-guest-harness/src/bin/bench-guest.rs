@@ -1,0 +1,337 @@
+//! Times the supermachine-style guest (the flow of `guest.rs`) for several kernel + agent pairs
+//! read from files, interleaved: QEMU launch → `/init` starts → the agent answers `/bin/true`.
+//!
+//! ```text
+//! bench-guest --arch x86_64|aarch64 --busybox PATH --guest NAME=KERNEL,AGENT [--guest …]
+//!             [--runs N] [--mem MIB] [--execs N] [--cmdline STR] [--timeout S]
+//!             [--min-mem [--min-mem-step MIB]]
+//! ```
+//! Every guest is booted from the same busybox and the same initramfs flow (`initramfs::
+//! init_script`: squashfs image → overlay → `switch_root` → agent as PID 1), with one line added
+//! at the top of `/init` that prints a marker, so one boot yields both segments. Readiness is the
+//! runtime's check (exec `/bin/true` until it succeeds), polled every few milliseconds. After
+//! readiness each boot reads the agent's RSS from `/proc/1/status` and times `--execs / --runs`
+//! execs of `/bin/true` over vsock (one connection each, like the runtime).
+//!
+//! Prints one JSON object per guest. `--min-mem` instead bisects the lowest guest RAM (MiB) in
+//! which the guest boots AND answers an exec. Not part of `cargo test`; `scripts/bench.sh` runs it.
+
+use std::io::{self, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use supermachine_agent_client::{proto::ExecRequest, Client, HybridVsock};
+use supermachine_guest_harness::cpio::Archive;
+use supermachine_guest_harness::initramfs::{self, Options as InitOptions};
+use supermachine_guest_harness::payloads::{self, GuestPayloads};
+use supermachine_guest_harness::qemu::{Machine, Vm, VmConfig};
+use supermachine_guest_harness::{rootfs, vsock};
+
+const MARKER: &str = "@@ bench-guest init";
+const AGENT_PORT: u32 = 1028;
+
+/// Reads a file into `&'static [u8]` (leaked: the bench lives as long as its payloads), so
+/// file-based payloads fit the [`GuestPayloads`] the harness is built around.
+fn leak_file(path: &Path) -> &'static [u8] {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| die(&format!("{}: {e}", path.display())));
+    Box::leak(bytes.into_boxed_slice())
+}
+
+/// `GuestPayloads` from files; `base` gives the arch, machine and QEMU binary.
+fn payloads_from_files(base: GuestPayloads, kernel: &Path, busybox: &'static [u8], agent: &Path) -> GuestPayloads {
+    GuestPayloads { kernel: leak_file(kernel), busybox, agent: leak_file(agent), init_oci: &[], ..base }
+}
+
+/// One guest's files on disk, built once (not timed).
+struct Prepared {
+    name: String,
+    p: GuestPayloads,
+    dir: tempfile::TempDir,
+    kernel: PathBuf,
+    initrd: PathBuf,
+    image: PathBuf,
+}
+
+fn prepare(name: &str, p: GuestPayloads) -> io::Result<Prepared> {
+    let dir = tempfile::Builder::new().prefix("bench-guest").tempdir()?;
+    let kernel = dir.path().join("kernel");
+    std::fs::write(&kernel, p.kernel)?;
+    // The initramfs of initramfs::supermachine(), with a marker line at the top of /init.
+    let script = initramfs::init_script(&InitOptions::default());
+    let (shebang, rest) = script.split_once('\n').expect("init script has a shebang line");
+    let script = format!("{shebang}\necho '{MARKER}'\n{rest}");
+    let mut a = Archive::new();
+    for d in ["bin", "proc", "dev", "sys", "modules"] {
+        a.dir(d, 0o755);
+    }
+    a.file("bin/busybox", 0o755, p.busybox)
+        .file("supermachine-agent", 0o755, p.agent)
+        .file("init", 0o755, script.as_bytes());
+    let initrd = dir.path().join("initrd.cpio");
+    std::fs::write(&initrd, a.finish())?;
+    let tree = dir.path().join("rootfs");
+    rootfs::busybox_tree(&tree, p.busybox)?;
+    let image = dir.path().join("rootfs.squashfs");
+    rootfs::squashfs(&tree, &image)?;
+    Ok(Prepared { name: name.to_string(), p, dir, kernel, initrd, image })
+}
+
+#[derive(Default)]
+struct Boot {
+    init: Duration,
+    ready: Duration,
+    execs: Vec<Duration>,
+    exec_errors: Vec<String>,
+    rss_kib: Option<u64>,
+}
+
+struct Settings {
+    machine: Machine,
+    cmdline: String,
+    timeout: Duration,
+}
+
+fn qemu_exited(vm: &Vm) -> bool {
+    matches!(vm.wait_for("\u{0}never\u{0}", Duration::ZERO), Err(e) if e.starts_with("QEMU exited"))
+}
+
+/// Boots `g` in `mem` MiB, waits for the agent, then runs `execs` timed execs.
+fn boot(g: &Prepared, s: &Settings, mem: u32, execs: usize) -> Result<Boot, String> {
+    let run = tempfile::Builder::new().prefix("run").tempdir_in(g.dir.path()).map_err(|e| e.to_string())?;
+    let backend = vsock::Backend::start(run.path()).map_err(|e| e.to_string())?;
+    let mut cfg = VmConfig::new(s.machine, &g.kernel);
+    cfg.initrd = Some(g.initrd.clone());
+    cfg.mem_mib = mem;
+    cfg.drives = vec![g.image.clone()];
+    cfg.vhost_user_vsock = Some(backend.vhost_socket().to_path_buf());
+    cfg.append = format!("panic=-1 {}", s.cmdline);
+    let vm = Vm::spawn(&cfg).map_err(|e| e.to_string())?;
+    let uds = backend.uds_path().to_path_buf();
+    // Readiness: one connect attempt per probe, retried every few ms so the first answer is seen
+    // promptly; a handshake in progress is never abandoned early (an agent may not cope).
+    let probe_uds = uds.clone();
+    let probe = Client::new(move || connect_once(&probe_uds, AGENT_PORT, Duration::from_secs(5)));
+    let t_true = ExecRequest::new(["/bin/true"]);
+    let deadline = Instant::now() + s.timeout;
+    // Probe only once /init runs: the vsock driver is up by then, and connection requests that
+    // reach the backend before the guest driver exists can wedge vhost-device-vsock.
+    let init = vm.wait_for(MARKER, s.timeout).map_err(|e| format!("{}: /init not reached in {mem} MiB: {}", g.name, tail(&e, 15)))?;
+    loop {
+        if matches!(probe.exec(&t_true, None), Ok(out) if out.status.success()) {
+            break;
+        }
+        if qemu_exited(&vm) || Instant::now() > deadline {
+            return Err(format!("{}: agent not ready in {mem} MiB after {:?}; console tail:\n{}", g.name, vm.elapsed(),
+                               tail(&vm.console_text(), 15)));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut b = Boot { init, ready: vm.elapsed(), ..Default::default() };
+    let client = Client::new(HybridVsock::new(&uds, AGENT_PORT, Duration::from_secs(5)));
+    if execs > 0 {
+        std::thread::sleep(Duration::from_millis(300));
+        let status = ExecRequest::new(["/bin/cat", "/proc/1/status"]);
+        for _ in 0..3 {
+            match client.exec(&status, None) {
+                Ok(out) => {
+                    b.rss_kib = String::from_utf8_lossy(&out.stdout).lines()
+                        .find_map(|l| l.strip_prefix("VmRSS:").and_then(|v| v.split_whitespace().next()?.parse().ok()));
+                    break;
+                }
+                Err(e) => b.exec_errors.push(format!("reading /proc/1/status: {e}")),
+            }
+        }
+    }
+    // A failed exec (e.g. the connection closed before EXIT) is counted, not timed, and the
+    // next one is tried; a guest that stops answering ends the boot with an error.
+    let mut in_a_row = 0;
+    while b.execs.len() < execs {
+        let t0 = Instant::now();
+        match client.exec(&t_true, None) {
+            Ok(out) if out.status.success() => {
+                b.execs.push(t0.elapsed());
+                in_a_row = 0;
+            }
+            r => {
+                b.exec_errors.push(match r { Ok(out) => format!("/bin/true: {:?}", out.status), Err(e) => e.to_string() });
+                in_a_row += 1;
+                if in_a_row >= 10 || qemu_exited(&vm) {
+                    return Err(format!("{}: execs keep failing ({}); console tail:\n{}", g.name,
+                                       b.exec_errors.last().unwrap(), tail(&vm.console_text(), 15)));
+                }
+            }
+        }
+    }
+    drop(vm);
+    drop(backend);
+    Ok(b)
+}
+
+/// One hybrid-vsock handshake (`CONNECT <port>` → `OK …`), no retries.
+fn connect_once(uds: &Path, port: u32, timeout: Duration) -> io::Result<UnixStream> {
+    let mut s = UnixStream::connect(uds)?;
+    s.set_read_timeout(Some(timeout))?;
+    s.write_all(format!("CONNECT {port}\n").as_bytes())?;
+    let mut line = Vec::new();
+    let mut b = [0u8; 1];
+    while s.read(&mut b)? == 1 && b[0] != b'\n' && line.len() < 512 {
+        line.push(b[0]);
+    }
+    if !line.starts_with(b"OK ") {
+        return Err(io::Error::new(io::ErrorKind::ConnectionRefused, String::from_utf8_lossy(&line).into_owned()));
+    }
+    s.set_read_timeout(None)?;
+    Ok(s)
+}
+
+fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Sorted copy; `q`-quantile by nearest rank.
+fn pct(v: &[f64], q: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[((q * (v.len() - 1) as f64).round() as usize).min(v.len() - 1)]
+}
+
+fn median(v: &[f64]) -> f64 {
+    pct(v, 0.5)
+}
+
+fn min(v: &[f64]) -> f64 {
+    v.iter().cloned().fold(f64::NAN, f64::min)
+}
+
+fn json_num(x: f64) -> String {
+    if x.is_finite() { format!("{x:.2}") } else { "null".into() }
+}
+
+fn json_list(v: &[f64]) -> String {
+    format!("[{}]", v.iter().map(|x| format!("{x:.2}")).collect::<Vec<_>>().join(","))
+}
+
+fn main() {
+    let (mut arch, mut busybox, mut runs, mut mem, mut execs) = (String::from("x86_64"), None::<PathBuf>, 5usize, 256u32, 200usize);
+    let (mut cmdline, mut timeout, mut min_mem, mut step, mut machine) = (String::from("quiet"), 120u64, false, 1u32, None);
+    let mut guests: Vec<(String, PathBuf, PathBuf)> = Vec::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut val = || args.next().unwrap_or_else(|| die(&format!("{a} needs a value")));
+        match a.as_str() {
+            "--arch" => arch = val(),
+            "--busybox" => busybox = Some(val().into()),
+            "--guest" => {
+                let v = val();
+                let (name, files) = v.split_once('=').unwrap_or_else(|| die("--guest takes NAME=KERNEL,AGENT"));
+                let (k, ag) = files.split_once(',').unwrap_or_else(|| die("--guest takes NAME=KERNEL,AGENT"));
+                guests.push((name.into(), k.into(), ag.into()));
+            }
+            "--runs" => runs = val().parse().unwrap_or_else(|_| die("--runs takes a number")),
+            "--mem" => mem = val().parse().unwrap_or_else(|_| die("--mem takes MiB")),
+            "--execs" => execs = val().parse().unwrap_or_else(|_| die("--execs takes a number")),
+            "--cmdline" => cmdline = val(),
+            "--timeout" => timeout = val().parse().unwrap_or_else(|_| die("--timeout takes seconds")),
+            "--machine" => machine = Some(match val().as_str() {
+                "microvm" => Machine::Microvm { acpi: true },
+                "microvm-noacpi" => Machine::Microvm { acpi: false },
+                "pc" => Machine::Pc,
+                "virt" => Machine::Virt,
+                m => die(&format!("unknown machine {m}")),
+            }),
+            "--min-mem" => min_mem = true,
+            "--min-mem-step" => step = val().parse().unwrap_or_else(|_| die("--min-mem-step takes MiB")),
+            _ => die(&format!("unknown argument {a}")),
+        }
+    }
+    let base = match arch.as_str() {
+        "x86_64" => payloads::x86_64(),
+        "aarch64" => payloads::aarch64(),
+        a => die(&format!("unknown arch {a}")),
+    };
+    let busybox = match &busybox {
+        Some(p) => leak_file(p),
+        None => base.busybox,
+    };
+    if guests.is_empty() {
+        die("give at least one --guest NAME=KERNEL,AGENT");
+    }
+    let s = Settings { machine: machine.unwrap_or(base.machine), cmdline, timeout: Duration::from_secs(timeout) };
+    let prepared: Vec<Prepared> = guests.iter()
+        .map(|(n, k, a)| prepare(n, payloads_from_files(base, k, busybox, a)).unwrap_or_else(|e| die(&format!("{n}: {e}"))))
+        .collect();
+
+    if min_mem {
+        for g in &prepared {
+            // A failure is tried once more, so one flaky boot cannot move the result.
+            let ok = |m: u32| (0..2).any(|_| match boot(g, &s, m, 0) {
+                Ok(_) => { eprintln!("{}: {m} MiB boots and answers", g.name); true }
+                Err(e) => { eprintln!("{}: {m} MiB fails: {}", g.name, e.lines().next().unwrap_or("")); false }
+            });
+            let (mut lo, mut hi) = (8u32, 512u32); // lo fails (assumed), hi works (checked)
+            if !ok(hi) {
+                println!("{{\"name\":{:?},\"arch\":{:?},\"min_mem_mib\":null}}", g.name, g.p.arch);
+                continue;
+            }
+            while hi - lo > step.max(1) {
+                let mid = (lo + hi) / 2;
+                if ok(mid) { hi = mid } else { lo = mid }
+            }
+            println!("{{\"name\":{:?},\"arch\":{:?},\"min_mem_mib\":{hi},\"step_mib\":{}}}", g.name, g.p.arch, step.max(1));
+        }
+        return;
+    }
+
+    let per_boot = execs.div_ceil(runs.max(1));
+    let mut results: Vec<Vec<Boot>> = prepared.iter().map(|_| Vec::new()).collect();
+    let mut failures = vec![0usize; prepared.len()];
+    for r in 0..runs {
+        for (i, g) in prepared.iter().enumerate() {
+            let n = per_boot.min(execs.saturating_sub(r * per_boot));
+            match boot(g, &s, mem, n) {
+                Ok(b) => {
+                    eprintln!("run {} {}: /init {:.0} ms, agent ready {:.0} ms, {} execs p50 {:.2} ms{}",
+                              r + 1, g.name, ms(b.init), ms(b.ready), b.execs.len(),
+                              median(&b.execs.iter().map(|d| ms(*d)).collect::<Vec<_>>()),
+                              if b.exec_errors.is_empty() { String::new() } else {
+                                  format!(", {} failed execs (first: {})", b.exec_errors.len(), b.exec_errors[0]) });
+                    results[i].push(b);
+                }
+                Err(e) => {
+                    eprintln!("run {} {}: FAILED: {e}", r + 1, g.name);
+                    failures[i] += 1;
+                }
+            }
+        }
+    }
+    for ((g, bs), fails) in prepared.iter().zip(&results).zip(&failures) {
+        let init: Vec<f64> = bs.iter().map(|b| ms(b.init)).collect();
+        let ready: Vec<f64> = bs.iter().map(|b| ms(b.ready)).collect();
+        let seg: Vec<f64> = bs.iter().map(|b| ms(b.ready) - ms(b.init)).collect();
+        let ex: Vec<f64> = bs.iter().flat_map(|b| b.execs.iter().map(|d| ms(*d))).collect();
+        let rss: Vec<f64> = bs.iter().filter_map(|b| b.rss_kib.map(|v| v as f64)).collect();
+        let errors: Vec<&String> = bs.iter().flat_map(|b| b.exec_errors.iter()).collect();
+        println!(concat!("{{\"name\":{:?},\"arch\":{:?},\"mem_mib\":{},\"runs\":{},\"failed\":{},",
+                         "\"init_ms\":{},\"ready_ms\":{},\"init_ms_min\":{},\"init_ms_median\":{},",
+                         "\"ready_ms_min\":{},\"ready_ms_median\":{},\"init_to_ready_ms_min\":{},\"init_to_ready_ms_median\":{},",
+                         "\"execs\":{},\"exec_errors\":{},\"exec_error_first\":{:?},\"exec_ms_p50\":{},\"exec_ms_p99\":{},\"exec_ms_min\":{},\"agent_rss_kib\":{}}}"),
+                 g.name, g.p.arch, mem, bs.len(), fails,
+                 json_list(&init), json_list(&ready), json_num(min(&init)), json_num(median(&init)),
+                 json_num(min(&ready)), json_num(median(&ready)), json_num(min(&seg)), json_num(median(&seg)),
+                 ex.len(), errors.len(), errors.first().map(|e| e.as_str()).unwrap_or(""), json_num(pct(&ex, 0.5)), json_num(pct(&ex, 0.99)), json_num(min(&ex)),
+                 if rss.is_empty() { "null".into() } else { format!("{}", median(&rss) as u64) });
+    }
+}
+
+fn die(msg: &str) -> ! {
+    eprintln!("bench-guest: {msg}");
+    std::process::exit(2)
+}
