@@ -8,7 +8,32 @@ use crate::{rootfs, vsock};
 use std::io;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use supermachine_agent_client::{proto::ExecRequest, Client, HybridVsock};
+use supermachine_agent_client::{proto::ExecRequest, Client, Connector};
+
+/// Hybrid-vsock connections to the guest agent whose reads give up after a bound, so a stuck
+/// guest fails a test instead of hanging it.
+#[derive(Debug, Clone)]
+pub struct BoundedVsock {
+    uds: PathBuf,
+    port: u32,
+    read_timeout: Duration,
+}
+
+impl BoundedVsock {
+    /// Guest `port` through the hybrid-vsock socket `uds`; each read gives up after `read_timeout`.
+    pub fn new(uds: impl Into<PathBuf>, port: u32, read_timeout: Duration) -> Self {
+        BoundedVsock { uds: uds.into(), port, read_timeout }
+    }
+}
+
+impl Connector for BoundedVsock {
+    type Stream = std::os::unix::net::UnixStream;
+    fn connect(&self) -> io::Result<Self::Stream> {
+        let s = supermachine_agent_client::connect_hybrid_vsock(&self.uds, self.port, Duration::from_secs(10))?;
+        s.set_read_timeout(Some(self.read_timeout))?;
+        Ok(s)
+    }
+}
 use crate::payloads::{self, GuestPayloads};
 
 /// How to boot.
@@ -63,8 +88,8 @@ pub struct Timings {
 pub struct Guest {
     /// The QEMU process and its console.
     pub vm: Vm,
-    /// Host client connected through hybrid vsock.
-    pub client: Client<HybridVsock>,
+    /// Host client connected through hybrid vsock (reads bounded to 120 s).
+    pub client: Client<BoundedVsock>,
     /// Where the time went.
     pub timings: Timings,
     _backend: vsock::Backend,
@@ -108,11 +133,17 @@ impl Guest {
         let vm = Vm::spawn(&cfg)?;
         t.vmm_start = start.elapsed();
 
-        let client = Client::new(HybridVsock::new(backend.uds_path(), 1028, Duration::from_secs(5)));
+        let client = Client::new(BoundedVsock { uds: backend.uds_path().to_path_buf(), port: 1028,
+                                                read_timeout: Duration::from_secs(120) });
         let deadline = Instant::now() + opts.ready_timeout;
+        // The runtime's readiness check: exec /bin/true, each try bounded to 5 s, until one
+        // succeeds. The bound matters: a connection made while the guest's vsock driver is
+        // still coming up can be accepted by the backend and then never answered.
+        let prober = Client::new(BoundedVsock { uds: backend.uds_path().to_path_buf(), port: 1028,
+                                                read_timeout: Duration::from_secs(5) });
         let probe = ExecRequest::new(["/bin/true"]);
         loop {
-            match client.exec(&probe, None) {
+            match prober.exec(&probe, None) {
                 Ok(out) if out.status.success() => break,
                 _ if Instant::now() > deadline => {
                     return Err(io::Error::new(io::ErrorKind::TimedOut, format!(

@@ -16,7 +16,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use supermachine_agent_client::{proto::ExecRequest, Client, HybridVsock};
+use crate::guest::BoundedVsock;
+use supermachine_agent_client::{proto::ExecRequest, Client};
 
 /// The initramfs: `/init` = init-oci and the empty mount points it needs.
 pub fn initramfs(init_oci: &[u8]) -> Vec<u8> {
@@ -210,19 +211,24 @@ impl OciGuest {
     }
 
     /// The agent client (needs `vsock: true`).
-    pub fn client(&self) -> Client<HybridVsock> {
+    pub fn client(&self) -> Client<BoundedVsock> {
+        self.client_with_timeout(Duration::from_secs(120))
+    }
+
+    fn client_with_timeout(&self, read_timeout: Duration) -> Client<BoundedVsock> {
         let uds: PathBuf = self.backend.as_ref().expect("booted without vsock").uds_path().to_path_buf();
-        Client::new(HybridVsock::new(uds, 1028, Duration::from_secs(5)))
+        Client::new(BoundedVsock::new(uds, 1028, read_timeout))
     }
 
     /// Waits until the agent runs `/bin/true` (the runtime's readiness check).
-    pub fn wait_agent(&self, timeout: Duration) -> Result<Client<HybridVsock>, String> {
-        let client = self.client();
+    pub fn wait_agent(&self, timeout: Duration) -> Result<Client<BoundedVsock>, String> {
+        // Each try bounded to 5 s, as the runtime does: an early connection can go unanswered.
+        let prober = self.client_with_timeout(Duration::from_secs(5));
         let deadline = Instant::now() + timeout;
         let probe = ExecRequest::new(["/bin/true"]);
         loop {
-            match client.exec(&probe, None) {
-                Ok(out) if out.status.success() => return Ok(client),
+            match prober.exec(&probe, None) {
+                Ok(out) if out.status.success() => return Ok(self.client()),
                 _ if Instant::now() > deadline => {
                     return Err(format!("agent not ready after {timeout:?}; console:\n{}", self.vm.console_text()));
                 }
