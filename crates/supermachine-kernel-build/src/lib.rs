@@ -8,7 +8,7 @@
 //! * **Build time** (feature `build`, used from the arch crates' `build.rs`): reads the payload
 //!   manifest, decodes each `*.xz` with `xz2` (no external tool), checks its SHA-256, applies
 //!   `SUPERMACHINE_*_PATH` overrides after validating them, and generates the constants that
-//!   the arch crate `include!`s. See [`build::run`].
+//!   the arch crate `include!`s. See `build::run`.
 //!
 //! Users normally depend on the `supermachine-kernel` facade instead of this crate.
 #![forbid(unsafe_code)]
