@@ -52,6 +52,8 @@ rust_guest_recipe() {
   fix: rustup toolchain install $PIN_RUST_TOOLCHAIN && rustup target add --toolchain $PIN_RUST_TOOLCHAIN $triple"
     rustup target list --installed --toolchain "$PIN_RUST_TOOLCHAIN" | grep -qx "$triple" \
         || die "the $triple target is not installed: rustup target add --toolchain $PIN_RUST_TOOLCHAIN $triple"
+    rustup component list --installed --toolchain "$PIN_RUST_TOOLCHAIN" | grep -q '^rust-src' \
+        || die "rust-src is not installed: rustup component add --toolchain $PIN_RUST_TOOLCHAIN rust-src"
 
     target_dir=${target_dir:-$ROOT/target/$binary-payload}
     local cargo_home=${CARGO_HOME:-$HOME/.cargo} rustup_home=${RUSTUP_HOME:-$HOME/.rustup}
@@ -62,9 +64,14 @@ rust_guest_recipe() {
 --remap-path-prefix=$ROOT=/src -C strip=symbols -C relocation-model=static -C target-feature=+crt-static \
 -C link-arg=-Wl,--build-id=none -C debuginfo=0"
 
-    echo "building $binary for $triple with $have_rustc" >&2
-    (cd "$ROOT" && cargo "+$PIN_RUST_TOOLCHAIN" build --locked --quiet -p "$package" --bin "$binary" \
-        --profile guest --target "$triple" --target-dir "$target_dir")
+    # std is rebuilt from the pinned toolchain's own rust-src without its `backtrace` feature:
+    # a guest program never prints a symbolised backtrace, and gimli/addr2line/demangling are
+    # ~40% of a small static binary. -Zbuild-std is unstable, so RUSTC_BOOTSTRAP=1 lets the
+    # pinned stable toolchain use it. Panics still run our hook (panic=abort, not immediate).
+    echo "building $binary for $triple with $have_rustc (std without backtrace)" >&2
+    (cd "$ROOT" && RUSTC_BOOTSTRAP=1 cargo "+$PIN_RUST_TOOLCHAIN" build --locked --quiet -p "$package" \
+        --bin "$binary" --profile guest --target "$triple" --target-dir "$target_dir" \
+        -Zbuild-std=std,panic_abort -Zbuild-std-features=)
     local bin=$target_dir/$triple/guest/$binary
     [ -f "$bin" ] || die "build produced no $bin"
     file "$bin" | grep -q "statically linked" || die "$bin is not statically linked: $(file "$bin")"
@@ -79,7 +86,7 @@ rust_guest_recipe() {
     python3 "$ROOT/scripts/lib/payload.py" record \
         --manifest "$payload_dir/manifest.toml" --name "$binary" --file "$binary.xz" \
         --source "crates/$package $version (this repository), Rust crates pinned by Cargo.lock" \
-        --toolchain "$have_rustc ($triple, profile guest), $toolchain, xz-utils $PIN_XZ_VERSION" \
+        --toolchain "$have_rustc + rust-src, -Zbuild-std without backtrace ($triple, profile guest), $toolchain, xz-utils $PIN_XZ_VERSION" \
         --recipe "$recipe" \
         --inputs "$recipe scripts/lib/pins.sh scripts/lib/common.sh scripts/lib/rust-guest.sh Cargo.toml $inputs"
 }
