@@ -179,19 +179,59 @@ def cmd_check(a):
                 problems += 1
             else:
                 print(f"ok   {rel} [{name}]")
+    readme = readme_table_problem()
+    if readme:
+        print(f"FAIL {readme}")
+        problems += 1
     if problems:
         sys.exit(f"{problems} manifest problem(s)")
 
 
-def cmd_table(a):
-    """Markdown table of every payload, for the README."""
-    print("| crate | payload | .xz bytes | decoded bytes | sha256 (decoded) | source |")
-    print("|---|---|---:|---:|---|---|")
+README_MARKER = "<!-- scripts/lib/payload.py table -->"
+
+
+def payload_table():
+    """Markdown table of every payload (the README's copy is checked against it)."""
+    rows = ["| crate | payload | .xz bytes | decoded bytes | sha256 (decoded) | source |",
+            "|---|---|---:|---:|---|---|"]
     for m in sorted(glob.glob(os.path.join(ROOT, "crates/*/payload/manifest.toml"))):
         crate = os.path.basename(os.path.dirname(os.path.dirname(m)))
         for name, t in sorted(parse(m).items()):
             xz = os.path.getsize(os.path.join(os.path.dirname(m), t["file"]))
-            print(f"| {crate} | {name} | {xz:,} | {t['size']:,} | `{t['sha256'][:16]}…` | {t['source']} |")
+            rows.append(f"| {crate} | {name} | {xz:,} | {t['size']:,} | `{t['sha256'][:16]}…` | {t['source']} |")
+    return "\n".join(rows)
+
+
+def readme_table_problem():
+    """None if README.md's payload table is current, else what to do."""
+    readme = os.path.join(ROOT, "README.md")
+    if not os.path.exists(readme):
+        return None
+    text = open(readme, encoding="utf-8").read()
+    if README_MARKER not in text:
+        return None
+    after = text.split(README_MARKER, 1)[1].lstrip("\n")
+    current = after.split("\n\n", 1)[0].strip()
+    if current != payload_table():
+        return ("README.md's payload table is stale\n"
+                "     fix: python3 scripts/lib/payload.py table --write-readme")
+    return None
+
+
+def cmd_table(a):
+    table = payload_table()
+    if not a.write_readme:
+        print(table)
+        return
+    readme = os.path.join(ROOT, "README.md")
+    text = open(readme, encoding="utf-8").read()
+    head, after = text.split(README_MARKER, 1)
+    rest = after.lstrip("\n").split("\n\n", 1)
+    text = head + README_MARKER + "\n" + table + ("\n\n" + rest[1] if len(rest) > 1 else "\n")
+    with open(readme + ".tmp", "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(readme + ".tmp", readme)
+    print("README.md payload table updated")
 
 
 def main():
@@ -215,6 +255,7 @@ def main():
     h.add_argument("inputs")
     h.set_defaults(fn=lambda a: print(inputs_sha256(a.inputs)))
     t = sub.add_parser("table")
+    t.add_argument("--write-readme", action="store_true", help="replace the table in README.md")
     t.set_defaults(fn=cmd_table)
     a = p.parse_args()
     a.fn(a)
