@@ -129,6 +129,12 @@ pub fn connect_hybrid_vsock(uds: impl AsRef<Path>, port: u32, timeout: Duration)
     }
 }
 
+/// One hybrid-vsock handshake attempt, no retry: `CONNECT <port>\n` → `OK …`, the reply read
+/// within `timeout`. For callers that poll themselves (e.g. readiness benchmarks).
+pub fn connect_hybrid_vsock_once(uds: impl AsRef<Path>, port: u32, timeout: Duration) -> io::Result<UnixStream> {
+    try_hybrid(uds.as_ref(), port, Instant::now() + timeout)
+}
+
 fn try_hybrid(uds: &Path, port: u32, deadline: Instant) -> io::Result<UnixStream> {
     let mut s = UnixStream::connect(uds)?;
     let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(10));

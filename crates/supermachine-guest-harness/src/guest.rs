@@ -109,7 +109,7 @@ impl Guest {
         t.extract = start.elapsed();
 
         let start = Instant::now();
-        let init_opts = InitOptions { workload: opts.workload.clone(), agent_args: vec![] };
+        let init_opts = InitOptions { workload: opts.workload.clone(), ..InitOptions::default() };
         let initrd = dir.path().join("initrd.cpio");
         std::fs::write(&initrd, initramfs::supermachine(p.busybox, p.agent, &init_opts))?;
         t.initramfs = start.elapsed();

@@ -16,6 +16,8 @@ pub struct Options {
     pub workload: Option<String>,
     /// Extra arguments for the agent (e.g. `--port 1028`).
     pub agent_args: Vec<String>,
+    /// A line `/init` prints before anything else (benchmarks time kernel → /init with it).
+    pub marker: Option<String>,
 }
 
 /// The generated `/init`. Every step prints a `sm-init:` line on failure, never silently.
@@ -28,13 +30,18 @@ pub fn init_script(opts: &Options) -> String {
         None => String::new(),
     };
     let agent_args = opts.agent_args.iter().map(|a| shell_quote(a)).collect::<Vec<_>>().join(" ");
+    let marker = match &opts.marker {
+        Some(m) => format!("/bin/busybox echo {}\n", shell_quote(m)),
+        None => String::new(),
+    };
     INIT_TEMPLATE
+        .replace("@MARKER@", &marker)
         .replace("@WORKLOAD@", &workload)
         .replace("@AGENT_ARGS@", &agent_args)
 }
 
 const INIT_TEMPLATE: &str = r#"#!/bin/busybox sh
-# Generated supermachine-style init: image layers -> overlay root -> agent as PID 1.
+@MARKER@# Generated supermachine-style init: image layers -> overlay root -> agent as PID 1.
 export PATH=/bin
 /bin/busybox --install -s /bin
 mount -t proc proc /proc
@@ -128,9 +135,12 @@ pub fn supermachine(busybox: &[u8], agent: &[u8], opts: &Options) -> Vec<u8> {
 mod tests {
     #[test]
     fn workload_is_quoted_and_recorded() {
-        let s = super::init_script(&super::Options { workload: Some("echo 'hi'".into()), agent_args: vec![] });
+        let s = super::init_script(&super::Options { workload: Some("echo 'hi'".into()), ..Default::default() });
         assert!(s.contains(r#"sh -c 'echo '\''hi'\''' &"#), "{s}");
         assert!(s.contains("/run/supermachine-workload.pid"));
         assert!(s.contains("exec switch_root /newroot /.supermachine/launch"));
+        assert!(s.starts_with("#!/bin/busybox sh\n# Generated"), "no marker line unless asked");
+        let m = super::init_script(&super::Options { marker: Some("@@ t".into()), ..Default::default() });
+        assert!(m.starts_with("#!/bin/busybox sh\n/bin/busybox echo '@@ t'\n"), "{m}");
     }
 }

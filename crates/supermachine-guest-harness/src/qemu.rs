@@ -214,6 +214,11 @@ impl Vm {
         }
     }
 
+    /// True once QEMU's console has closed (the VM ended).
+    pub fn has_exited(&self) -> bool {
+        self.console.0.lock().unwrap().closed
+    }
+
     /// The whole console so far.
     pub fn console_text(&self) -> String {
         let c = self.console.0.lock().unwrap();

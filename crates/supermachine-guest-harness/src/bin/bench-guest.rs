@@ -7,8 +7,8 @@
 //!             [--min-mem [--min-mem-step MIB]]
 //! ```
 //! Every guest is booted from the same busybox and the same initramfs flow (`initramfs::
-//! init_script`: squashfs image → overlay → `switch_root` → agent as PID 1), with one line added
-//! at the top of `/init` that prints a marker, so one boot yields both segments. Readiness is the
+//! supermachine`: squashfs image → overlay → `switch_root` → agent as PID 1), with `/init` printing a
+//! marker first (`initramfs::Options::marker`), so one boot yields both segments. Readiness is the
 //! runtime's check (exec `/bin/true` until it succeeds), polled every few milliseconds. After
 //! readiness each boot reads the agent's RSS from `/proc/1/status` and times `--execs / --runs`
 //! execs of `/bin/true` over vsock (one connection each, like the runtime).
@@ -16,12 +16,10 @@
 //! Prints one JSON object per guest. `--min-mem` instead bisects the lowest guest RAM (MiB) in
 //! which the guest boots AND answers an exec. Not part of `cargo test`; `scripts/bench.sh` runs it.
 
-use std::io::{self, Read, Write};
-use std::os::unix::net::UnixStream;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use supermachine_agent_client::{proto::ExecRequest, Client, HybridVsock};
-use supermachine_guest_harness::cpio::Archive;
+use supermachine_agent_client::{connect_hybrid_vsock_once, proto::ExecRequest, Client, HybridVsock};
 use supermachine_guest_harness::initramfs::{self, Options as InitOptions};
 use supermachine_guest_harness::payloads::{self, GuestPayloads};
 use supermachine_guest_harness::qemu::{Machine, Vm, VmConfig};
@@ -56,19 +54,9 @@ fn prepare(name: &str, p: GuestPayloads) -> io::Result<Prepared> {
     let dir = tempfile::Builder::new().prefix("bench-guest").tempdir()?;
     let kernel = dir.path().join("kernel");
     std::fs::write(&kernel, p.kernel)?;
-    // The initramfs of initramfs::supermachine(), with a marker line at the top of /init.
-    let script = initramfs::init_script(&InitOptions::default());
-    let (shebang, rest) = script.split_once('\n').expect("init script has a shebang line");
-    let script = format!("{shebang}\necho '{MARKER}'\n{rest}");
-    let mut a = Archive::new();
-    for d in ["bin", "proc", "dev", "sys", "modules"] {
-        a.dir(d, 0o755);
-    }
-    a.file("bin/busybox", 0o755, p.busybox)
-        .file("supermachine-agent", 0o755, p.agent)
-        .file("init", 0o755, script.as_bytes());
+    let init = InitOptions { marker: Some(MARKER.into()), ..InitOptions::default() };
     let initrd = dir.path().join("initrd.cpio");
-    std::fs::write(&initrd, a.finish())?;
+    std::fs::write(&initrd, initramfs::supermachine(p.busybox, p.agent, &init))?;
     let tree = dir.path().join("rootfs");
     rootfs::busybox_tree(&tree, p.busybox)?;
     let image = dir.path().join("rootfs.squashfs");
@@ -91,10 +79,6 @@ struct Settings {
     timeout: Duration,
 }
 
-fn qemu_exited(vm: &Vm) -> bool {
-    matches!(vm.wait_for("\u{0}never\u{0}", Duration::ZERO), Err(e) if e.starts_with("QEMU exited"))
-}
-
 /// Boots `g` in `mem` MiB, waits for the agent, then runs `execs` timed execs.
 fn boot(g: &Prepared, s: &Settings, mem: u32, execs: usize) -> Result<Boot, String> {
     let run = tempfile::Builder::new().prefix("run").tempdir_in(g.dir.path()).map_err(|e| e.to_string())?;
@@ -110,7 +94,7 @@ fn boot(g: &Prepared, s: &Settings, mem: u32, execs: usize) -> Result<Boot, Stri
     // Readiness: one connect attempt per probe, retried every few ms so the first answer is seen
     // promptly; a handshake in progress is never abandoned early (an agent may not cope).
     let probe_uds = uds.clone();
-    let probe = Client::new(move || connect_once(&probe_uds, AGENT_PORT, Duration::from_secs(5)));
+    let probe = Client::new(move || connect_hybrid_vsock_once(&probe_uds, AGENT_PORT, Duration::from_secs(5)));
     let t_true = ExecRequest::new(["/bin/true"]);
     let deadline = Instant::now() + s.timeout;
     // Probe only once /init runs: the vsock driver is up by then, and connection requests that
@@ -120,7 +104,7 @@ fn boot(g: &Prepared, s: &Settings, mem: u32, execs: usize) -> Result<Boot, Stri
         if matches!(probe.exec(&t_true, None), Ok(out) if out.status.success()) {
             break;
         }
-        if qemu_exited(&vm) || Instant::now() > deadline {
+        if vm.has_exited() || Instant::now() > deadline {
             return Err(format!("{}: agent not ready in {mem} MiB after {:?}; console tail:\n{}", g.name, vm.elapsed(),
                                tail(&vm.console_text(), 15)));
         }
@@ -155,7 +139,7 @@ fn boot(g: &Prepared, s: &Settings, mem: u32, execs: usize) -> Result<Boot, Stri
             r => {
                 b.exec_errors.push(match r { Ok(out) => format!("/bin/true: {:?}", out.status), Err(e) => e.to_string() });
                 in_a_row += 1;
-                if in_a_row >= 10 || qemu_exited(&vm) {
+                if in_a_row >= 10 || vm.has_exited() {
                     return Err(format!("{}: execs keep failing ({}); console tail:\n{}", g.name,
                                        b.exec_errors.last().unwrap(), tail(&vm.console_text(), 15)));
                 }
@@ -165,23 +149,6 @@ fn boot(g: &Prepared, s: &Settings, mem: u32, execs: usize) -> Result<Boot, Stri
     drop(vm);
     drop(backend);
     Ok(b)
-}
-
-/// One hybrid-vsock handshake (`CONNECT <port>` → `OK …`), no retries.
-fn connect_once(uds: &Path, port: u32, timeout: Duration) -> io::Result<UnixStream> {
-    let mut s = UnixStream::connect(uds)?;
-    s.set_read_timeout(Some(timeout))?;
-    s.write_all(format!("CONNECT {port}\n").as_bytes())?;
-    let mut line = Vec::new();
-    let mut b = [0u8; 1];
-    while s.read(&mut b)? == 1 && b[0] != b'\n' && line.len() < 512 {
-        line.push(b[0]);
-    }
-    if !line.starts_with(b"OK ") {
-        return Err(io::Error::new(io::ErrorKind::ConnectionRefused, String::from_utf8_lossy(&line).into_owned()));
-    }
-    s.set_read_timeout(None)?;
-    Ok(s)
 }
 
 fn tail(s: &str, n: usize) -> String {

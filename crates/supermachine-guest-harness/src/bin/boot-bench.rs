@@ -9,7 +9,7 @@
 //! `--min-mem` bisects the lowest guest RAM (MiB) in which /init is reached. `--busybox` replaces
 //! the embedded (host-arch) busybox, e.g. with an aarch64 one for `--machine virt`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 use supermachine_guest_harness::{cpio::Archive, qemu::{Machine, Vm, VmConfig}};
 use supermachine_kernel as guest;
@@ -85,9 +85,9 @@ fn main() {
     }
 }
 
-fn boot_once(machine: Machine, kernel: &PathBuf, initrd: &PathBuf, mem: u32) -> Option<Duration> {
+fn boot_once(machine: Machine, kernel: &Path, initrd: &Path, mem: u32) -> Option<Duration> {
     let mut cfg = VmConfig::new(machine, kernel);
-    cfg.initrd = Some(initrd.clone());
+    cfg.initrd = Some(initrd.to_path_buf());
     cfg.mem_mib = mem;
     cfg.append = "panic=-1 quiet".into();
     let mut vm = Vm::spawn(&cfg).ok()?;
