@@ -182,14 +182,17 @@ fn prepare(arch: Arch, spec: AssetSpec, entry: Option<Entry>, payload_dir: &Path
         println!("cargo:rerun-if-env-changed={var}");
     }
     if let Some((var, path)) = find_override(arch, &spec)? {
-        println!("cargo:rerun-if-changed={}", path.display());
+        rerun_on_every_build(out_dir, &path);
+        // Read once: the bytes checked are the bytes hashed and embedded.
         let bytes = fs::read(&path).map_err(|e| {
             format!("{var}={}: cannot read the override: {e}", path.display())
         })?;
         spec.format.check(&bytes).map_err(|why| {
-            format!("{var}={}: {why}\n  expected {} for the {} payload", path.display(),
-                    spec.format.describe(), spec.name)
+            format!("{var}={}: {why}\n  expected {} for the {} payload\n  fix: {}, or unset {var} to embed \
+                     the shipped {}", path.display(), spec.format.describe(), spec.name, why.fix(spec.format), spec.name)
         })?;
+        // Rewritten only when the content differs, so an unchanged override leaves the
+        // generated files (and their mtimes) alone.
         write_file_atomic(&out_path, &bytes)?;
         println!("cargo:warning=using {} from {var}={}", spec.name, path.display());
         return Ok(Prepared { len: bytes.len() as u64, sha256: hex(&Sha256::digest(&bytes)), spec,
@@ -230,6 +233,27 @@ fn prepare(arch: Arch, spec: AssetSpec, entry: Option<Entry>, payload_dir: &Path
                                field("size")?)));
     }
     Ok(Prepared { spec, out_path, len, sha256: sha, overridden_by: None })
+}
+
+/// A path in OUT_DIR that never exists: cargo reruns a build script whose `rerun-if-changed`
+/// path is missing, on every build.
+const ALWAYS_RERUN: &str = "override-set.rerun-every-build.never-created";
+
+/// Makes cargo rerun this build script on every build while an override is set.
+///
+/// cargo decides by mtime alone, and an override can change content without a newer mtime:
+/// a symlink repointed at an older file, `mv` or `cp -p` of an older file into place. So the
+/// script runs each time, re-reads and re-hashes the file, and rewrites OUT_DIR only when the
+/// bytes differ: a stale embed cannot happen. (The price: the arch crate and its dependents
+/// are recompiled on each build while an override is set, as cargo does after any rerun.)
+fn rerun_on_every_build(out_dir: &Path, override_path: &Path) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let marker = out_dir.join(ALWAYS_RERUN);
+        let _ = fs::remove_file(&marker);
+        println!("cargo:rerun-if-changed={}", marker.display());
+    });
+    println!("cargo:rerun-if-changed={}", override_path.display());
 }
 
 /// The first override variable that is set, resolved to an absolute, existing, non-empty file.

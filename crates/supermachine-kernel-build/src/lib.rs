@@ -15,11 +15,14 @@
 #![warn(missing_docs)]
 
 pub mod extract;
-#[cfg(feature = "build")]
+#[cfg(any(test, feature = "build"))]
 pub mod build;
-#[cfg(feature = "build")]
+#[cfg(any(test, feature = "build"))]
 mod format;
-#[cfg(feature = "build")]
+#[cfg(any(test, feature = "build"))]
 pub mod manifest;
+#[cfg(any(test, feature = "fixtures"))]
+#[doc(hidden)]
+pub mod fixtures;
 
 pub use extract::{extract_all_to, write_atomic, Asset};

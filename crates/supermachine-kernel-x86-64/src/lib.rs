@@ -35,8 +35,10 @@
 //!
 //! # Use your own kernel (or busybox, or agent)
 //!
-//! Set an override when building; the build script validates the file (a bzImage for the
-//! kernel, an x86_64 ELF for programs), embeds it instead and rebuilds when it changes:
+//! Set an override when building; the build script validates the file (a complete bzImage for
+//! the kernel, a complete, statically linked x86_64 ELF executable for programs) and embeds it
+//! instead. While an override is set the file is re-read on every build, so its current
+//! content is always what gets embedded:
 //!
 //! ```text
 //! SUPERMACHINE_X86_64_KERNEL_PATH=/abs/path/bzImage cargo build

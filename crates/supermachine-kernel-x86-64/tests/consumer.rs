@@ -8,7 +8,10 @@
 //!   it, the least frequent occurs exactly once in the binary;
 //! * every override variable works, in priority order, relative paths resolve against the
 //!   consumer's workspace root, and a changed override file triggers a rebuild;
-//! * every bad override fails the build with its own message.
+//! * a set override is re-read on every build, so new content is embedded even when its mtime
+//!   is older (a repointed symlink, `mv` or `cp -p` of an older file);
+//! * every bad override (including a truncated kernel and programs that are not complete,
+//!   static executables) fails the build with its own message.
 //!
 //! Scenarios run in one test, in sequence, in one consumer workspace and target dir
 //! (`target/consumer-tests/ws`), so the dependencies are compiled once (and only on the first run).
@@ -19,7 +22,14 @@ use common::*;
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+use supermachine_kernel_build::fixtures::{self, ElfKind};
 use supermachine_kernel_x86_64 as guest;
+
+/// An x86_64 ELF stand-in of the given kind.
+fn elf_of(kind: ElfKind, tag: &str) -> Vec<u8> {
+    fixtures::elf(62, kind, tag)
+}
 
 struct Consumer {
     root: PathBuf,
@@ -254,6 +264,46 @@ fn consumer_builds_embeds_once_and_honours_overrides() {
     c.build_ok("changing v2", &[(ARCH, &changing)]);
     c.assert_kernel_is("changed override file (same path, new content) was not picked up", &v2);
 
+    // 4b. New content whose mtime does not move forward: a symlink repointed at an older file,
+    // an older file moved into place, an in-place copy that keeps the old mtime (`cp -p`).
+    // cargo's mtime check alone keeps the old kernel (issue 11, item 8); the build script
+    // re-hashes a set override on every build, so the new bytes are always embedded.
+    let now = SystemTime::now();
+    let aged = |p: &Path, secs: u64| {
+        let f = fs::OpenOptions::new().write(true).open(p).unwrap();
+        f.set_modified(now - Duration::from_secs(secs)).unwrap();
+    };
+    let (old_a, old_b, old_c) = (fake_bzimage("older file A"), fake_bzimage("older file B, longer"),
+                                 fake_bzimage("older file C"));
+    let (p_a, p_b) = (put("old-a", &old_a), put("old-b", &old_b));
+    aged(&p_a, 3600);
+    aged(&p_b, 7200);
+    let link = files.join("kernel-link");
+    let _ = fs::remove_file(&link);
+    std::os::unix::fs::symlink(&p_a, &link).unwrap();
+    c.build_ok("symlink to A", &[(ARCH, &link)]);
+    c.assert_kernel_is("symlink to A", &old_a);
+    let id_a = value(&c.run_app(), "BUILD_ID").to_string();
+    fs::remove_file(&link).unwrap(); // `ln -sf`: a new link, pointing at an older file
+    std::os::unix::fs::symlink(&p_b, &link).unwrap();
+    c.build_ok("symlink repointed to B", &[(ARCH, &link)]);
+    c.assert_kernel_is("symlink repointed at an older file: stale kernel embedded", &old_b);
+    assert_ne!(value(&c.run_app(), "BUILD_ID"), id_a, "BUILD_ID did not change with the kernel");
+
+    let moved = files.join("kernel-moved");
+    fs::write(&moved, &old_a).unwrap();
+    c.build_ok("regular file A", &[(ARCH, &moved)]);
+    c.assert_kernel_is("regular file A", &old_a);
+    let p_c = put("old-c", &old_c);
+    aged(&p_c, 10_800);
+    fs::rename(&p_c, &moved).unwrap(); // `mv old-c kernel-moved`
+    c.build_ok("older file moved into place", &[(ARCH, &moved)]);
+    c.assert_kernel_is("older file moved over the override: stale kernel embedded", &old_c);
+    fs::write(&moved, &old_b).unwrap(); // `cp -p old-b kernel-moved`: same inode, older mtime
+    aged(&moved, 14_400);
+    c.build_ok("in-place copy keeping an old mtime", &[(ARCH, &moved)]);
+    c.assert_kernel_is("in-place copy with an older mtime: stale kernel embedded", &old_b);
+
     // Unsetting every override brings the shipped kernel back.
     c.build_ok("no override", &[]);
     assert_eq!(c.kernel().0, kernel_sha);
@@ -281,6 +331,33 @@ fn consumer_builds_embeds_once_and_honours_overrides() {
                   &["SUPERMACHINE_X86_BUSYBOX_PATH", "not an ELF file"]);
     c.build_fails("bzImage as busybox", &[("SUPERMACHINE_BUSYBOX_PATH", &p_arch)],
                   &["SUPERMACHINE_BUSYBOX_PATH", "not an ELF file"]);
+    // Issue 11, item 8: kernels and programs that would build wrong, each named with a fix.
+    let cut = put("bzImage-4k", &guest::KERNEL_BYTES[..4096]);
+    c.build_fails("bzImage cut to 4 KiB", &[(ARCH, &cut)],
+                  &[ARCH, "bzImage-4k", "the file has 4096 bytes", "syssize", "fix:", "incomplete"]);
+    const AGENT: &str = "SUPERMACHINE_X86_64_AGENT_PATH";
+    let pie = put("agent-dynamic-pie", &elf_of(ElfKind::DynamicPie, "dynamic PIE agent"));
+    c.build_fails("dynamic PIE as agent", &[(AGENT, &pie)],
+                  &[AGENT, "agent-dynamic-pie", "dynamically linked PIE", "/lib64/ld-linux-x86-64.so.2",
+                    "must be statically linked", "x86_64-unknown-linux-musl", "supermachine-agent payload"]);
+    let so = put("agent-shared-lib", &elf_of(ElfKind::SharedLibrary, "shared library agent"));
+    c.build_fails("shared library as agent", &[(AGENT, &so)], &[AGENT, "agent-shared-lib", "a shared library", "fix:"]);
+    let obj = put("agent.o", &elf_of(ElfKind::Relocatable, "object file agent"));
+    c.build_fails("relocatable object as agent", &[(AGENT, &obj)], &[AGENT, "agent.o", "relocatable object", "link"]);
+    let short = put("agent-64-bytes", &guest::SUPERMACHINE_AGENT_BYTES[..64]);
+    c.build_fails("64-byte ELF as agent", &[(AGENT, &short)],
+                  &[AGENT, "agent-64-bytes", "program header table", "past the end of the file (64 bytes)", "incomplete"]);
+    let half = put("busybox-half", &guest::BUSYBOX_BYTES[..guest::BUSYBOX_BYTES.len() / 2]);
+    c.build_fails("half a busybox", &[("SUPERMACHINE_BUSYBOX_PATH", &half)],
+                  &["SUPERMACHINE_BUSYBOX_PATH", "busybox-half", "past the end of the file"]);
+    let init = put("init-oci-pie", &elf_of(ElfKind::DynamicPie, "dynamic init-oci"));
+    c.build_fails("dynamic PIE as init-oci", &[("SUPERMACHINE_X86_64_INIT_OCI_PATH", &init)],
+                  &["SUPERMACHINE_X86_64_INIT_OCI_PATH", "must be statically linked"]);
+    // A static-pie program is fine.
+    let spie = elf_of(ElfKind::StaticPie, "static-pie agent");
+    c.build_ok("static-pie agent", &[(AGENT, &put("agent-static-pie", &spie))]);
+    assert_eq!(assets_of(&c.run_app())["supermachine-agent"].2, sha256_hex(&spie));
+
     // Two bad overrides at once: both are reported.
     c.build_fails("two bad overrides", &[(ARCH, &empty), ("SUPERMACHINE_X86_64_BUSYBOX_PATH", &arm)],
                   &["the file is empty", "183 (aarch64)"]);

@@ -40,8 +40,9 @@
 //! SUPERMACHINE_KERNEL_PATH=/abs/path/to/bzImage cargo build
 //! ```
 //!
-//! The build script checks the file (bzImage or arm64 Image magic; an ELF of the right machine
-//! for the programs), embeds it instead of the bundled one and rebuilds when it changes; the
+//! The build script checks the file (a complete bzImage or arm64 Image; a complete, static ELF
+//! executable of the right machine for the programs), embeds it instead of the bundled one and
+//! re-reads it on every build while the variable is set, so a changed file is never missed; the
 //! constants then describe the override:
 //!
 //! ```

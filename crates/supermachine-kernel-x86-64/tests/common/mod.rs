@@ -126,29 +126,15 @@ pub fn distinctive_windows(bytes: &[u8], n: usize) -> Vec<&[u8]> {
         .collect()
 }
 
-/// A minimal x86 bzImage header that passes the build helper's format check (`0x55AA`,
-/// `HdrS`, XLF_KERNEL_64), followed by `tag` so every fake kernel has its own hash.
+/// A small x86 bzImage that passes the build helper's checks (complete setup header, length
+/// = setup + syssize × 16, XLF_KERNEL_64), holding `tag` so every fake kernel has its own hash.
 pub fn fake_bzimage(tag: &str) -> Vec<u8> {
-    let mut b = vec![0u8; 0x400];
-    b[0x1fe] = 0x55;
-    b[0x1ff] = 0xaa;
-    b[0x202..0x206].copy_from_slice(b"HdrS");
-    b[0x236] = 1; // xloadflags: XLF_KERNEL_64
-    b.extend_from_slice(tag.as_bytes());
-    b
+    supermachine_kernel_build::fixtures::bzimage(tag)
 }
 
-/// A 64-bit little-endian ELF header for `machine` (62 = x86_64, 183 = aarch64) plus `tag`.
+/// A small static 64-bit ELF executable for `machine` (62 = x86_64, 183 = aarch64) holding `tag`.
 pub fn fake_elf(machine: u16, tag: &str) -> Vec<u8> {
-    let mut b = vec![0u8; 64];
-    b[..4].copy_from_slice(b"\x7fELF");
-    b[4] = 2; // ELFCLASS64
-    b[5] = 1; // little endian
-    b[6] = 1;
-    b[0x10] = 2; // ET_EXEC
-    b[0x12..0x14].copy_from_slice(&machine.to_le_bytes());
-    b.extend_from_slice(tag.as_bytes());
-    b
+    supermachine_kernel_build::fixtures::elf(machine, supermachine_kernel_build::fixtures::ElfKind::Static, tag)
 }
 
 /// Parses `KEY=VALUE` lines of the consumer app's output.
