@@ -1,6 +1,8 @@
 //! 16 processes run `extract_all_to` into one folder at the same moment. Every file must end
 //! complete and correct (the `ASSETS` bytes and sha256), programs 0755 and data 0644, with no
 //! temp file left, and no process may ever see a partial file after its call returns.
+//! The folder starts with the temp files a killed extractor leaves behind
+//! (`.bzImage.<pid>.<n>.<nanos>.tmp`, issue 11 item 9): the 16 racing sweepers remove them.
 //!
 //! The child processes are this test binary itself, re-run with a filter that selects
 //! `child_extracts_when_asked` and an environment variable naming the folder.
@@ -10,6 +12,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use supermachine_kernel_build::extract::STALE_AFTER;
 use supermachine_kernel_x86_64 as guest;
 
 const DIR_VAR: &str = "SMK_TEST_EXTRACT_DIR";
@@ -57,6 +60,16 @@ fn sixteen_processes_extract_into_one_folder() {
     // Stale content everywhere (truncated, wrong mode), so every process has to write.
     for a in guest::ASSETS {
         fs::write(dir.join(a.file_name), &a.bytes[..a.bytes.len() / 3]).unwrap();
+    }
+    // Leftovers of a killed extractor: its PID is gone and it stopped writing a while ago.
+    let mut exited = Command::new("true").spawn().unwrap();
+    let dead = exited.id();
+    exited.wait().unwrap();
+    let then = std::time::SystemTime::now() - STALE_AFTER - Duration::from_secs(60);
+    for (i, a) in guest::ASSETS.iter().enumerate() {
+        let p = dir.join(format!(".{}.{dead}.{i}.1f2e3d.tmp", a.file_name));
+        fs::write(&p, &a.bytes[..a.bytes.len() / 2]).unwrap();
+        fs::File::options().write(true).open(&p).unwrap().set_modified(then).unwrap();
     }
 
     let exe = std::env::current_exe().unwrap();
