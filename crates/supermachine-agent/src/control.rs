@@ -225,9 +225,13 @@ fn write_chunk(path: &str, offset: u64, data: &[u8], last: bool, token: &str, mo
     Ok(())
 }
 
+fn open_for(what: &str, path: &str) -> Result<(File, fs::Metadata), String> {
+    crate::fileio::open_regular(path).map_err(|e| format!("{what} {path}: {e}"))
+}
+
 fn read_limited(path: &str, limit: u64) -> Result<Vec<u8>, String> {
-    let f = File::open(path).map_err(|e| err_at("read_file", path, e))?;
-    let size = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let (f, md) = open_for("read_file", path)?;
+    let size = md.len();
     let too_big = |n: u64| format!("read_file {path}: file is {n} bytes, more than max_bytes {limit}; use read_file_chunk");
     if size > limit {
         return Err(too_big(size));
@@ -241,27 +245,44 @@ fn read_limited(path: &str, limit: u64) -> Result<Vec<u8>, String> {
 }
 
 fn read_chunk(path: &str, offset: u64, len: u64, max_bytes: Option<u64>) -> Result<Ack, String> {
-    let f = File::open(path).map_err(|e| err_at("read_file_chunk", path, e))?;
-    let total = f.metadata().map_err(|e| err_at("read_file_chunk", path, e))?.len();
+    let (f, md) = open_for("read_file_chunk", path)?;
+    let size = md.len();
     if let Some(m) = max_bytes {
-        if total > m {
-            return Err(format!("read_file_chunk {path}: file is {total} bytes, more than max_bytes {m}"));
+        if size > m {
+            return Err(format!("read_file_chunk {path}: file is {size} bytes, more than max_bytes {m}"));
         }
     }
-    let len = len.min(CHUNK_SIZE as u64) as usize;
-    let mut buf = vec![0u8; len.min(total.saturating_sub(offset) as usize)];
-    let mut got = 0;
-    while got < buf.len() {
-        match f.read_at(&mut buf[got..], offset + got as u64) {
-            Ok(0) => break,
-            Ok(n) => got += n,
+    // Read up to `len` bytes whatever the size says: /proc files report 0.
+    let len = len.min(CHUNK_SIZE as u64);
+    let mut buf = Vec::new();
+    let mut at = offset;
+    let mut eof = false;
+    let mut block = [0u8; 16 * 1024];
+    while (buf.len() as u64) < len {
+        let want = (len - buf.len() as u64).min(block.len() as u64) as usize;
+        match f.read_at(&mut block[..want], at) {
+            Ok(0) => {
+                eof = true;
+                break;
+            }
+            Ok(n) => {
+                buf.extend_from_slice(&block[..n]);
+                at += n as u64;
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(err_at("read_file_chunk", path, e)),
         }
     }
-    buf.truncate(got);
+    let end = offset + buf.len() as u64;
+    // Reaching the end tells the real length (a /proc file's size is 0, a file may shrink).
+    let total = match (buf.is_empty(), eof) {
+        (true, _) => size,
+        (false, true) => end,
+        (false, false) => size.max(end),
+    };
+    let eof = eof || end >= total;
     let a = with(ack(), "data_b64", b64::encode(&buf));
-    Ok(with(with(a, "total_len", total), "eof", offset + got as u64 >= total))
+    Ok(with(with(a, "total_len", total), "eof", eof))
 }
 
 /// Takes the secondary CPUs offline (`online = false`) or back online through sysfs.

@@ -16,6 +16,7 @@ compile_error!("supermachine-agent runs only on Linux");
 mod conn;
 mod control;
 mod exec;
+mod fileio;
 mod pid1;
 mod reaper;
 mod sys;

@@ -63,6 +63,15 @@ pub struct Opts {
 
 fn sandbox_cmd(dir: &TempDir, opts: &Opts, agent_args: &[&str]) -> Command {
     let mut c = Command::new("unshare");
+    // If the test process dies (e.g. a "does not hang" deadline panicked while a thread still
+    // waits on this agent), the sandbox goes with it instead of holding cargo's output pipe.
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut c, || {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
     c.args(["--pid", "--fork", "--mount-proc", "--kill-child", "sh", "-c"]);
     // Not `exec`: sh stays PID 1 of the namespace and the agent is its child.
     c.arg(format!("\"$0\" \"$@\"; rc=$?; sleep {}; exit $rc", opts.linger_secs));
@@ -285,4 +294,18 @@ pub fn read_all_frames(r: &mut impl Read) -> Vec<supermachine_agent_proto::Frame
 
 pub fn exists(p: &Path) -> bool {
     std::fs::symlink_metadata(p).is_ok()
+}
+
+/// Runs `f` on its own thread and returns its result, or panics with `what` if it has not
+/// returned after `secs` seconds: the "does not hang" deadline of a test. (A hung thread is left
+/// behind; the test binary ends it when it exits.)
+pub fn within<T: Send + 'static>(secs: u64, what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    match rx.recv_timeout(Duration::from_secs(secs)) {
+        Ok(v) => v,
+        Err(_) => panic!("{what}: no answer within {secs} s (the agent hangs)"),
+    }
 }
