@@ -118,17 +118,7 @@ pub fn handle(req: &ControlRequest) -> Result<Ack, String> {
             Ok(ack())
         }
         ControlRequest::Remove { path, recursive } => {
-            let md = fs::symlink_metadata(path).map_err(|e| err_at("remove", path, e))?;
-            let r = if md.is_dir() {
-                if *recursive {
-                    fs::remove_dir_all(path)
-                } else {
-                    fs::remove_dir(path)
-                }
-            } else {
-                fs::remove_file(path)
-            };
-            r.map_err(|e| err_at("remove", path, e))?;
+            crate::remove::remove(path, *recursive).map_err(|e| format!("remove {path}: {e}"))?;
             Ok(ack())
         }
     }

@@ -19,6 +19,7 @@ mod exec;
 mod fileio;
 mod pid1;
 mod reaper;
+mod remove;
 mod sys;
 
 use std::path::PathBuf;
