@@ -231,20 +231,46 @@ pub enum Decoded {
 /// assert!(matches!(decode_frame(&[1, 1, 0, 0, 1]), Err(FrameError::Oversized { len: 16777217, .. })));
 /// ```
 pub fn decode_frame(buf: &[u8]) -> Result<Decoded, FrameError> {
-    if buf.len() < HEADER_LEN {
+    let Some(h) = buf.first_chunk::<HEADER_LEN>() else {
         return Ok(Decoded::NeedMore(HEADER_LEN));
-    }
-    let kind_byte = buf[0];
-    let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]);
-    if len as usize > MAX_PAYLOAD {
-        return Err(FrameError::Oversized { kind: kind_byte, len });
-    }
-    let kind = FrameType::from_u8(kind_byte).ok_or(FrameError::UnknownType { kind: kind_byte, len })?;
-    let total = HEADER_LEN + len as usize;
+    };
+    let h = parse_header(h)?;
+    let kind = h.kind()?;
+    let total = HEADER_LEN + h.len as usize;
     if buf.len() < total {
         return Ok(Decoded::NeedMore(total));
     }
     Ok(Decoded::Frame(Frame { kind, payload: buf[HEADER_LEN..total].to_vec() }, total))
+}
+
+/// A frame header whose length is within [`MAX_PAYLOAD`]; the type byte may be unknown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    pub kind_byte: u8,
+    pub len: u32,
+}
+
+impl Header {
+    /// The frame type, or [`FrameError::UnknownType`].
+    pub fn kind(&self) -> Result<FrameType, FrameError> {
+        FrameType::from_u8(self.kind_byte).ok_or(FrameError::UnknownType { kind: self.kind_byte, len: self.len })
+    }
+}
+
+/// Checks a 5-byte header: a length over [`MAX_PAYLOAD`] is [`FrameError::Oversized`] (the type
+/// byte is not judged here, so that callers can skip the payload of an unknown type).
+///
+/// ```
+/// use supermachine_agent_proto::{parse_header, FrameError, Header};
+/// assert_eq!(parse_header(&[0x42, 0, 0, 1, 0]).unwrap(), Header { kind_byte: 0x42, len: 256 });
+/// assert!(matches!(parse_header(&[0, 0x7f, 0, 0, 0]), Err(FrameError::Oversized { .. })));
+/// ```
+pub fn parse_header(h: &[u8; HEADER_LEN]) -> Result<Header, FrameError> {
+    let len = u32::from_be_bytes([h[1], h[2], h[3], h[4]]);
+    if len as usize > MAX_PAYLOAD {
+        return Err(FrameError::Oversized { kind: h[0], len });
+    }
+    Ok(Header { kind_byte: h[0], len })
 }
 
 fn read_full<R: Read + ?Sized>(r: &mut R, buf: &mut [u8]) -> io::Result<usize> {
@@ -260,11 +286,9 @@ fn read_full<R: Read + ?Sized>(r: &mut R, buf: &mut [u8]) -> io::Result<usize> {
     Ok(got)
 }
 
-/// Reads one frame. `Ok(None)` means the stream ended cleanly at a frame boundary.
-///
-/// An oversized length is reported without reading the payload; an unknown type is reported
-/// after its payload has been consumed (so the caller may go on reading).
-pub fn read_frame<R: Read + ?Sized>(r: &mut R) -> Result<Option<Frame>, FrameError> {
+/// Reads one frame header (for callers that stream the payload themselves). `Ok(None)` means
+/// the stream ended cleanly at a frame boundary.
+pub fn read_header<R: Read + ?Sized>(r: &mut R) -> Result<Option<Header>, FrameError> {
     let mut h = [0u8; HEADER_LEN];
     let got = read_full(r, &mut h)?;
     if got == 0 {
@@ -273,18 +297,23 @@ pub fn read_frame<R: Read + ?Sized>(r: &mut R) -> Result<Option<Frame>, FrameErr
     if got < HEADER_LEN {
         return Err(FrameError::Truncated { expected: HEADER_LEN, got });
     }
-    let len = u32::from_be_bytes([h[1], h[2], h[3], h[4]]);
-    if len as usize > MAX_PAYLOAD {
-        return Err(FrameError::Oversized { kind: h[0], len });
-    }
+    parse_header(&h).map(Some)
+}
+
+/// Reads one frame. `Ok(None)` means the stream ended cleanly at a frame boundary.
+///
+/// An oversized length is reported without reading the payload; an unknown type is reported
+/// after its payload has been consumed (so the caller may go on reading).
+pub fn read_frame<R: Read + ?Sized>(r: &mut R) -> Result<Option<Frame>, FrameError> {
+    let Some(h) = read_header(r)? else { return Ok(None) };
+    let len = h.len as usize;
     // Grow the buffer as data arrives rather than trusting the announced length up front.
-    let mut payload = Vec::with_capacity((len as usize).min(64 * 1024));
+    let mut payload = Vec::with_capacity(len.min(64 * 1024));
     let n = r.take(len as u64).read_to_end(&mut payload)?;
-    if n < len as usize {
-        return Err(FrameError::Truncated { expected: HEADER_LEN + len as usize, got: HEADER_LEN + n });
+    if n < len {
+        return Err(FrameError::Truncated { expected: HEADER_LEN + len, got: HEADER_LEN + n });
     }
-    let kind = FrameType::from_u8(h[0]).ok_or(FrameError::UnknownType { kind: h[0], len })?;
-    Ok(Some(Frame { kind, payload }))
+    Ok(Some(Frame { kind: h.kind()?, payload }))
 }
 
 /// Writes one frame (header and payload in a single `write_all` when small).

@@ -1,10 +1,13 @@
 //! One connection: read the first frame and dispatch to an exec or a control call.
 
+use crate::input::{Input, Wait};
+use crate::limits::{FIRST_FRAME_TIMEOUT, INPUT_BUF};
 use crate::sys;
-use std::io::{self, BufReader, Read};
+use std::io::{self, Read};
 use std::os::fd::RawFd;
 use std::sync::{Arc, Mutex};
-use supermachine_agent_proto::{self as proto, FrameType, HEADER_LEN};
+use std::time::Instant;
+use supermachine_agent_proto::{self as proto, FrameError, FrameType, HEADER_LEN};
 
 /// Both directions of a connection: one socket (vsock) or stdin/stdout (`--exec-stdio`).
 pub struct Conn {
@@ -105,36 +108,59 @@ impl Drop for Conn {
     }
 }
 
-/// `Read` over the connection's input side.
-pub struct ConnReader(pub Arc<Conn>);
-
-impl Read for ConnReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        sys::read(self.0.rfd, buf)
+/// Answers a first frame that could not be read.
+fn first_frame_error(e: FrameError) -> String {
+    match e {
+        FrameError::Io(e) if e.kind() == io::ErrorKind::TimedOut => format!(
+            "timed out: the first frame must arrive within {} s, without pauses longer than that; closing the connection",
+            FIRST_FRAME_TIMEOUT.as_secs()
+        ),
+        e => e.to_string(),
     }
 }
 
-pub type FrameReader = BufReader<ConnReader>;
+/// Reads the first frame's payload (at most MAX_PAYLOAD bytes, grown as it arrives).
+fn read_payload(input: &mut Input, len: u32) -> Result<Vec<u8>, FrameError> {
+    let mut payload = Vec::with_capacity((len as usize).min(64 * 1024));
+    let n = input.take(len as u64).read_to_end(&mut payload)?;
+    if n < len as usize {
+        return Err(FrameError::Truncated { expected: HEADER_LEN + len as usize, got: HEADER_LEN + n });
+    }
+    Ok(payload)
+}
 
 /// Serves one connection to completion.
 pub fn serve(conn: Arc<Conn>) {
-    let mut rd = BufReader::with_capacity(64 * 1024, ConnReader(conn.clone()));
-    let first = match proto::read_frame(&mut rd) {
+    let mut input = Input::new(conn.clone(), INPUT_BUF);
+    input.set_wait(Wait::Until(Instant::now() + FIRST_FRAME_TIMEOUT));
+    let header = match proto::read_header(&mut input) {
         Ok(None) => return,
-        Ok(Some(f)) => f,
+        Ok(Some(h)) => h,
+        Err(e) => return conn.send_error(&first_frame_error(e)),
+    };
+    let kind = match header.kind() {
+        Ok(k @ (FrameType::Request | FrameType::Control)) => k,
+        Ok(other) => return conn.send_error(&format!("the first frame must be REQUEST or CONTROL, got {other}")),
         Err(e) => return conn.send_error(&e.to_string()),
     };
-    match first.kind {
-        FrameType::Request => match proto::parse_exec_request(&first.payload) {
+    input.set_wait(Wait::Idle(FIRST_FRAME_TIMEOUT));
+    let payload = match read_payload(&mut input, header.len) {
+        Ok(p) => p,
+        Err(e) => return conn.send_error(&first_frame_error(e)),
+    };
+    input.set_wait(Wait::Forever);
+    match kind {
+        FrameType::Request => match proto::parse_exec_request(&payload) {
             Ok(req) => {
-                crate::exec::run(conn.clone(), rd, req);
+                drop(payload);
+                crate::exec::run(conn.clone(), input, req);
                 conn.linger();
             }
             Err(e) => conn.send_error(&format!("REQUEST: {e}")),
         },
-        FrameType::Control => {
-            let reply = match proto::parse_control_request(&first.payload) {
-                Ok(proto::ControlRequest::PortForward { port }) => return crate::control::port_forward(conn, rd, port),
+        _ => {
+            let reply = match proto::parse_control_request(&payload) {
+                Ok(proto::ControlRequest::PortForward { port }) => return crate::control::port_forward(conn, input, port),
                 Ok(req) => match crate::control::handle(&req) {
                     Ok(fields) => proto::ack_ok(fields),
                     Err(msg) => proto::ack_err(&msg),
@@ -144,6 +170,5 @@ pub fn serve(conn: Arc<Conn>) {
             let _ = conn.send(FrameType::Control, &reply);
             conn.linger();
         }
-        other => conn.send_error(&format!("the first frame must be REQUEST or CONTROL, got {other}")),
     }
 }

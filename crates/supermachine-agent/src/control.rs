@@ -1,6 +1,7 @@
 //! CONTROL actions.
 
-use crate::conn::{Conn, FrameReader};
+use crate::conn::Conn;
+use crate::input::Input;
 use crate::sys;
 use serde_json::Value;
 use std::fs::{self, File, OpenOptions};
@@ -320,7 +321,7 @@ fn reseed(data: &[u8]) -> io::Result<()> {
 
 /// `port_forward`: connect to 127.0.0.1:port, ack, then copy bytes both ways until both sides
 /// are done.
-pub fn port_forward(conn: Arc<Conn>, mut rd: FrameReader, port: u16) {
+pub fn port_forward(conn: Arc<Conn>, mut rd: Input, port: u16) {
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let tcp = match TcpStream::connect_timeout(&addr, Duration::from_secs(10)) {
         Ok(t) => t,

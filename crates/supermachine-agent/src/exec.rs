@@ -5,7 +5,8 @@
 //! child blocks (backpressure). A reader thread takes STDIN/RESIZE/SIGNAL frames and notices a
 //! host that went away, in which case the process group is killed.
 
-use crate::conn::{Conn, FrameReader};
+use crate::conn::Conn;
+use crate::input::Input;
 use crate::reaper::{self, Waiter};
 use crate::sys::{self, ChildStdio, SpawnSpec};
 use std::ffi::CString;
@@ -64,7 +65,7 @@ fn build_env(req: &ExecRequest) -> (Vec<CString>, String) {
 }
 
 /// Runs an exec request on `conn` to completion.
-pub fn run(conn: Arc<Conn>, rd: FrameReader, req: ExecRequest) {
+pub fn run(conn: Arc<Conn>, rd: Input, req: ExecRequest) {
     for (i, f) in req.stage_files.iter().enumerate() {
         let data = match proto::b64::decode(&f.data_b64) {
             Ok(d) => d,
@@ -289,7 +290,7 @@ fn pump(conn: &Conn, outs: &mut Vec<(OwnedFd, FrameType)>, waiter: &Waiter, sh: 
     }
 }
 
-fn reader_loop(conn: &Conn, mut rd: FrameReader, sh: &Shared, tty: bool) {
+fn reader_loop(conn: &Conn, mut rd: Input, sh: &Shared, tty: bool) {
     loop {
         if sh.finished.load(Ordering::SeqCst) {
             return;

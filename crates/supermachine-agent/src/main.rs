@@ -17,6 +17,9 @@ mod conn;
 mod control;
 mod exec;
 mod fileio;
+mod input;
+mod limits;
+mod listen;
 mod pid1;
 mod reaper;
 mod remove;
@@ -111,8 +114,8 @@ fn main() {
         std::process::exit(0);
     }
     let err = match unix {
-        Some(path) => listen_unix(&path),
-        None => listen_vsock(port),
+        Some(path) => listen::unix(&path),
+        None => listen::vsock(port),
     };
     fatal(&err);
 }
@@ -132,84 +135,4 @@ pub fn fatal(msg: &str) -> ! {
         pid1::poweroff(msg);
     }
     std::process::exit(1)
-}
-
-fn listen_vsock(port: u32) -> String {
-    let mut tries = 0;
-    let fd = loop {
-        match vsock_listen(port) {
-            Ok(fd) => break fd,
-            Err(e) if tries < 30 => {
-                if tries == 0 {
-                    log(&format!("vsock port {port}: {e}; retrying"));
-                }
-                tries += 1;
-                std::thread::sleep(std::time::Duration::from_secs(1));
-            }
-            Err(e) => return format!("cannot listen on vsock port {port}: {e}"),
-        }
-    };
-    accept_loop(fd, &format!("vsock port {port}"), true)
-}
-
-fn listen_unix(path: &std::path::Path) -> String {
-    let _ = std::fs::remove_file(path);
-    match std::os::unix::net::UnixListener::bind(path) {
-        Ok(l) => accept_loop(std::os::fd::IntoRawFd::into_raw_fd(l), &format!("unix socket {}", path.display()), false),
-        Err(e) => format!("cannot listen on {}: {e}", path.display()),
-    }
-}
-
-fn accept_loop(fd: libc::c_int, what: &str, vsock: bool) -> String {
-    let ready = config().run_dir.join("supermachine-agent-ready");
-    if let Err(e) = std::fs::write(&ready, format!("{}\n", sys::getpid())) {
-        log(&format!("cannot write {}: {e}", ready.display()));
-    }
-    log(&format!("listening on {what} (protocol {})", supermachine_agent_proto::PROTOCOL_VERSION));
-    loop {
-        let mut addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-        let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-        let c = unsafe { libc::accept4(fd, (&mut addr as *mut libc::sockaddr_storage).cast(), &mut len, libc::SOCK_CLOEXEC) };
-        if c < 0 {
-            let e = std::io::Error::last_os_error();
-            match e.raw_os_error() {
-                Some(libc::EINTR) | Some(libc::ECONNABORTED) => {}
-                _ => {
-                    log(&format!("accept: {e}"));
-                    std::thread::sleep(std::time::Duration::from_millis(50));
-                }
-            }
-            continue;
-        }
-        if vsock {
-            let vm = unsafe { &*(&addr as *const libc::sockaddr_storage).cast::<libc::sockaddr_vm>() };
-            if vm.svm_cid != supermachine_agent_proto::HOST_CID {
-                log(&format!("refusing a connection from CID {}", vm.svm_cid));
-                unsafe { libc::close(c) };
-                continue;
-            }
-        }
-        let conn = Arc::new(conn::Conn::socket(c));
-        let spawned = std::thread::Builder::new().name("conn".into()).stack_size(256 * 1024).spawn(move || conn::serve(conn));
-        if let Err(e) = spawned {
-            log(&format!("cannot start a connection thread: {e}"));
-        }
-    }
-}
-
-fn vsock_listen(port: u32) -> std::io::Result<libc::c_int> {
-    let fd = sys::cvt(unsafe { libc::socket(libc::AF_VSOCK, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) })?;
-    let mut addr: libc::sockaddr_vm = unsafe { std::mem::zeroed() };
-    addr.svm_family = libc::AF_VSOCK as libc::sa_family_t;
-    addr.svm_port = port;
-    addr.svm_cid = libc::VMADDR_CID_ANY;
-    let r = sys::cvt(unsafe {
-        libc::bind(fd, (&addr as *const libc::sockaddr_vm).cast(), std::mem::size_of::<libc::sockaddr_vm>() as libc::socklen_t)
-    })
-    .and_then(|_| sys::cvt(unsafe { libc::listen(fd, 128) }));
-    if let Err(e) = r {
-        unsafe { libc::close(fd) };
-        return Err(e);
-    }
-    Ok(fd)
 }

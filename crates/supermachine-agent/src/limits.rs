@@ -1,0 +1,24 @@
+//! Every resource limit of the agent, in one place. docs/PROTOCOL.md ("Resource limits") states
+//! them as policy; change both together.
+
+use std::time::Duration;
+
+/// The first frame of a connection must start arriving within this time, and its bytes must not
+/// pause longer than this; otherwise the agent answers ERROR and closes the connection.
+pub const FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connections served at once (exec, control, port_forward and ones still waiting for their
+/// first frame). Further connections get an ERROR frame ([`busy_message`]) and are closed.
+pub const MAX_CONNECTIONS: usize = 128;
+
+/// The ERROR text a connection over [`MAX_CONNECTIONS`] gets.
+pub fn busy_message() -> String {
+    format!("agent busy: {MAX_CONNECTIONS} connections are open, the most it serves at once; try again when one has closed")
+}
+
+/// Stack of a connection thread, and of an exec's input thread.
+pub const CONN_STACK: usize = 256 * 1024;
+pub const INPUT_STACK: usize = 128 * 1024;
+
+/// Input buffer of a connection (frames are read through it, never whole).
+pub const INPUT_BUF: usize = 16 * 1024;
