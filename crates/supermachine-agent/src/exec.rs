@@ -2,11 +2,13 @@
 //!
 //! Threads: the connection thread spawns each step and pumps its stdout/stderr (or the pty) to
 //! the connection — one bounded buffer, so a slow host blocks the pump, the pipe fills and the
-//! child blocks (backpressure). A reader thread takes STDIN/RESIZE/SIGNAL frames and notices a
-//! host that went away, in which case the process group is killed.
+//! child blocks (backpressure). An input thread (`exec_input`) takes STDIN/RESIZE/SIGNAL frames
+//! and notices a host that went away, in which case the process group is killed.
 
 use crate::conn::Conn;
+use crate::exec_input::StdinInput;
 use crate::input::Input;
+use crate::limits::{INPUT_STACK, OUTPUT_BUF};
 use crate::reaper::{self, Waiter};
 use crate::sys::{self, ChildStdio, SpawnSpec};
 use std::ffi::CString;
@@ -14,29 +16,70 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use supermachine_agent_proto::{self as proto, ExecRequest, FrameError, FrameType, HEADER_LEN};
+use supermachine_agent_proto::{self as proto, ExecRequest, FrameType, HEADER_LEN};
 
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-const PUMP_BUF: usize = 128 * 1024;
 /// After the process exited, output still arriving (from a background process holding the pipe)
 /// is forwarded while it keeps coming at least every DRAIN_IDLE, for at most DRAIN_MAX.
 const DRAIN_IDLE_MS: i32 = 50;
 const DRAIN_MAX: Duration = Duration::from_secs(1);
 
-struct Shared {
-    /// Pid (= process group) of the step running now.
-    pid: Mutex<Option<libc::pid_t>>,
-    finished: AtomicBool,
+/// What the exec's threads share.
+pub struct Shared {
+    step: Mutex<Step>,
     disconnected: AtomicBool,
-    /// Where STDIN bytes go: the pipe to the child, or the pty master.
-    stdin: Mutex<Option<OwnedFd>>,
-    master: Option<RawFd>,
+    /// The pty master, for RESIZE.
+    pub master: Option<RawFd>,
 }
 
+/// The step running now, and signals that arrived while none was.
+#[derive(Default)]
+struct Step {
+    /// Pid (= process group) of the step running now.
+    pid: Option<libc::pid_t>,
+    /// SIGNALs decoded before the step started (the host may send one right after REQUEST):
+    /// delivered when it starts.
+    pending: Vec<i32>,
+}
+
+/// Signals kept for a step that has not started yet; more are dropped.
+const PENDING_SIGNALS_MAX: usize = 8;
+
 impl Shared {
-    fn disconnect(&self) {
+    fn step(&self) -> std::sync::MutexGuard<'_, Step> {
+        self.step.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// SIGNAL from the host: to the running step's process group, or to the next one to start.
+    pub fn signal(&self, sig: i32) {
+        let mut step = self.step();
+        match step.pid {
+            Some(pid) => {
+                let _ = sys::kill_group(pid, sig);
+            }
+            None if step.pending.len() < PENDING_SIGNALS_MAX => step.pending.push(sig),
+            None => {}
+        }
+    }
+
+    /// A step started (`Some`) or ended (`None`).
+    fn set_pid(&self, pid: Option<libc::pid_t>) {
+        let mut step = self.step();
+        step.pid = pid;
+        if let Some(pid) = pid {
+            if self.disconnected.load(Ordering::SeqCst) {
+                step.pending.push(libc::SIGKILL);
+            }
+            for sig in std::mem::take(&mut step.pending) {
+                let _ = sys::kill_group(pid, sig);
+            }
+        }
+    }
+
+    /// The host went away: kill the running step's process group; run nothing more.
+    pub fn disconnect(&self) {
         self.disconnected.store(true, Ordering::SeqCst);
-        if let Some(pid) = *self.pid.lock().unwrap_or_else(|e| e.into_inner()) {
+        if let Some(pid) = self.step().pid {
             let _ = sys::kill_group(pid, libc::SIGKILL);
         }
     }
@@ -103,20 +146,19 @@ pub fn run(conn: Arc<Conn>, rd: Input, req: ExecRequest) {
             Err(e) => return conn.send_error(&format!("cannot create a pipe: {e}")),
         }
     };
-    let sh = Arc::new(Shared {
-        pid: Mutex::new(None),
-        finished: AtomicBool::new(false),
-        disconnected: AtomicBool::new(false),
-        stdin: Mutex::new(stdin_w),
-        master: master.as_ref().map(|m| m.as_raw_fd()),
-    });
+    let sh = Arc::new(Shared { step: Mutex::new(Step::default()), disconnected: AtomicBool::new(false), master: master.as_ref().map(|m| m.as_raw_fd()) });
+    let stop = match sys::eventfd() {
+        Ok(e) => e,
+        Err(e) => return conn.send_error(&format!("cannot create an eventfd: {e}")),
+    };
+    let stop_fd = stop.as_raw_fd();
     let reader = {
         let (conn, sh) = (conn.clone(), sh.clone());
         let tty = req.tty;
         std::thread::Builder::new()
             .name("exec-in".into())
-            .stack_size(128 * 1024)
-            .spawn(move || reader_loop(&conn, rd, &sh, tty))
+            .stack_size(INPUT_STACK)
+            .spawn(move || StdinInput::new(&conn, &sh, rd, stdin_w, tty).run(stop_fd))
     };
 
     let mut code = 0u32;
@@ -135,29 +177,23 @@ pub fn run(conn: Arc<Conn>, rd: Input, req: ExecRequest) {
                 break;
             }
         };
-        *sh.pid.lock().unwrap_or_else(|e| e.into_inner()) = Some(pid);
-        if sh.disconnected.load(Ordering::SeqCst) {
-            let _ = sys::kill_group(pid, libc::SIGKILL);
-        }
+        sh.set_pid(Some(pid));
         pump(&conn, &mut outs, &waiter, &sh);
         let info = waiter.wait();
-        *sh.pid.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        sh.set_pid(None);
         code = info.code();
         rss = rss.max(info.maxrss_kib);
         if code != 0 {
             break;
         }
     }
-    sh.finished.store(true, Ordering::SeqCst);
-    drop(sh.stdin.lock().unwrap_or_else(|e| e.into_inner()).take());
     drop(stdin_r);
     if !sh.disconnected.load(Ordering::SeqCst) {
         let _ = conn.send(FrameType::Exit, &proto::exit_payload(code, rss));
     }
-    if conn.shutdown_read() {
-        if let Ok(h) = reader {
-            let _ = h.join();
-        }
+    sys::eventfd_signal(stop.as_raw_fd());
+    if let Ok(h) = reader {
+        let _ = h.join();
     }
     drop(master);
 }
@@ -233,7 +269,7 @@ fn spec_cwd(cwd: Option<&CString>) -> String {
 
 /// Forwards the step's output until the process exited and its output ended (or went quiet).
 fn pump(conn: &Conn, outs: &mut Vec<(OwnedFd, FrameType)>, waiter: &Waiter, sh: &Shared) {
-    let mut buf = vec![0u8; HEADER_LEN + PUMP_BUF];
+    let mut buf = vec![0u8; HEADER_LEN + OUTPUT_BUF];
     let mut exited_at: Option<Instant> = None;
     loop {
         let mut pfds: Vec<libc::pollfd> =
@@ -286,101 +322,6 @@ fn pump(conn: &Conn, outs: &mut Vec<(OwnedFd, FrameType)>, waiter: &Waiter, sh: 
                 let _ = sys::poll1(waiter.fd(), libc::POLLIN, -1);
             }
             return;
-        }
-    }
-}
-
-fn reader_loop(conn: &Conn, mut rd: Input, sh: &Shared, tty: bool) {
-    loop {
-        if sh.finished.load(Ordering::SeqCst) {
-            return;
-        }
-        match proto::read_frame(&mut rd) {
-            Ok(Some(f)) => match f.kind {
-                FrameType::Stdin if f.payload.is_empty() => {
-                    if tty {
-                        write_stdin(conn, sh, &[4]); // VEOF (^D)
-                    } else {
-                        drop(sh.stdin.lock().unwrap_or_else(|e| e.into_inner()).take());
-                    }
-                }
-                FrameType::Stdin => write_stdin(conn, sh, &f.payload),
-                FrameType::Resize => match proto::parse_resize(&f.payload) {
-                    Ok((c, r)) => {
-                        if let Some(m) = sh.master {
-                            let _ = sys::set_winsize(m, c, r);
-                        }
-                    }
-                    Err(e) => conn.send_error(&e),
-                },
-                FrameType::Signal => match proto::parse_signal(&f.payload) {
-                    Ok(s) => {
-                        if let Some(pid) = *sh.pid.lock().unwrap_or_else(|e| e.into_inner()) {
-                            let _ = sys::kill_group(pid, s);
-                        }
-                    }
-                    Err(e) => conn.send_error(&e),
-                },
-                k => conn.send_error(&format!("unexpected {k} frame during an exec (ignored)")),
-            },
-            Ok(None) | Err(FrameError::Io(_)) => break,
-            Err(e) if e.resynchronisable() => conn.send_error(&format!("{e} (ignored)")),
-            Err(e) => {
-                conn.send_error(&format!("{e}; no more input is read for this exec"));
-                break;
-            }
-        }
-    }
-    // The host sent no more input: that is stdin EOF for a pipe. Keep watching for the host going
-    // away entirely while the exec runs.
-    if !tty {
-        drop(sh.stdin.lock().unwrap_or_else(|e| e.into_inner()).take());
-    }
-    while !sh.finished.load(Ordering::SeqCst) {
-        match sys::poll1(conn.wfd, 0, 100) {
-            Ok(r) if r & (libc::POLLHUP | libc::POLLERR) != 0 => {
-                sh.disconnect();
-                return;
-            }
-            Ok(_) => {}
-            Err(_) => return,
-        }
-    }
-}
-
-fn write_stdin(conn: &Conn, sh: &Shared, mut data: &[u8]) {
-    let mut g = sh.stdin.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(fd) = g.as_ref().map(|f| f.as_raw_fd()) else { return };
-    while !data.is_empty() {
-        let n = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
-        if n > 0 {
-            data = &data[n as usize..];
-            continue;
-        }
-        match sys::errno() {
-            libc::EINTR => {}
-            libc::EAGAIN => {
-                let mut p = [
-                    libc::pollfd { fd, events: libc::POLLOUT, revents: 0 },
-                    libc::pollfd { fd: conn.wfd, events: 0, revents: 0 },
-                ];
-                let _ = sys::poll(&mut p, 100);
-                if p[1].revents & (libc::POLLHUP | libc::POLLERR) != 0 {
-                    drop(g);
-                    sh.disconnect();
-                    return;
-                }
-                if sh.finished.load(Ordering::SeqCst) {
-                    return;
-                }
-            }
-            _ => {
-                // EPIPE: the process closed its stdin; the rest is discarded.
-                if sh.master.is_none() {
-                    *g = None;
-                }
-                return;
-            }
         }
     }
 }

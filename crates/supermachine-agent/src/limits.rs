@@ -22,3 +22,15 @@ pub const INPUT_STACK: usize = 128 * 1024;
 
 /// Input buffer of a connection (frames are read through it, never whole).
 pub const INPUT_BUF: usize = 16 * 1024;
+
+/// Output buffer of an exec: the most read from its stdout/stderr (or terminal) per frame.
+pub const OUTPUT_BUF: usize = 32 * 1024;
+
+/// STDIN bytes one exec may hold that its process has not read yet. While the queue is full the
+/// agent stops reading that connection (backpressure); below it, SIGNAL and RESIZE frames behind
+/// the stdin are acted on at once.
+pub const STDIN_QUEUE_MAX: usize = 1024 * 1024;
+
+/// The shared pool (see `budget.rs`) for buffers whose size the peer decides: queued stdin,
+/// request JSON, exec arguments. A connection that finds it empty waits (stdin) or is refused.
+pub const SHARED_BUDGET: usize = 8 * 1024 * 1024;

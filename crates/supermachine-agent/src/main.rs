@@ -13,9 +13,11 @@
 #[cfg(not(target_os = "linux"))]
 compile_error!("supermachine-agent runs only on Linux");
 
+mod budget;
 mod conn;
 mod control;
 mod exec;
+mod exec_input;
 mod fileio;
 mod input;
 mod limits;

@@ -4,6 +4,7 @@ mod common;
 
 use common::*;
 use std::io::Read;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use supermachine_agent_client::{Event, Exec, ExecInput};
 use supermachine_agent_proto::{self as proto, ExecRequest, FrameType};
@@ -327,4 +328,57 @@ fn frames_during_exec_that_do_not_belong_get_an_error_but_the_exec_goes_on() {
     assert_eq!(frames.last().unwrap().kind, FrameType::Exit);
     let mut rest = Vec::new();
     let _ = agent.read_to_end(&mut rest);
+}
+
+#[test]
+fn signal_is_not_stuck_behind_stdin_the_process_does_not_read() {
+    // 1 MiB of STDIN to a process that never reads it, then SIGNAL 9: the signal is decoded
+    // and delivered at once (the stdin waits in a bounded queue), with and without a terminal.
+    for tty in [false, true] {
+        let d = TempDir::new("hol");
+        let agent = StdioAgent::spawn(&d, &Opts::default()).unwrap();
+        let mut input = ExecInput::new(agent.writer());
+        let req = if tty { ExecRequest::new(["sleep", "60"]).tty(80, 24) } else { ExecRequest::new(["sleep", "60"]) };
+        let exec = Exec::start(agent, &req).unwrap();
+        let feeder = std::thread::spawn(move || {
+            input.send_stdin(&vec![b'x'; 1 << 20]).unwrap();
+            input.signal(libc::SIGKILL).unwrap();
+        });
+        let out = within(30, &format!("EXIT after SIGNAL behind 1 MiB of stdin (tty {tty})"), move || exec.wait_output().unwrap());
+        assert_eq!(out.status.code, 128 + 9, "tty {tty}");
+        feeder.join().unwrap();
+    }
+}
+
+#[test]
+fn on_a_tty_half_close_and_an_oversized_frame_are_stdin_eof() {
+    let d = Arc::new(TempDir::new("ttyeof"));
+    // The host half-closes after its input: cat on the terminal sees EOF (^D) and ends.
+    let d1 = d.clone();
+    let frames = within(30, "tty exec after a half-close", move || {
+        let mut agent = StdioAgent::spawn(&d1, &Opts::default()).unwrap();
+        let req = serde_json::to_vec(&ExecRequest::new(["cat"]).tty(80, 24)).unwrap();
+        proto::write_frame(&mut agent, FrameType::Request, &req).unwrap();
+        proto::write_frame(&mut agent, FrameType::Stdin, b"hello\n").unwrap();
+        agent.stdin.lock().unwrap().take();
+        read_all_frames(&mut agent)
+    });
+    let out: Vec<u8> = frames.iter().filter(|f| f.kind == FrameType::Stdout).flat_map(|f| f.payload.clone()).collect();
+    assert!(String::from_utf8_lossy(&out).contains("hello"), "{out:?}");
+    let last = frames.last().unwrap();
+    assert_eq!((last.kind, proto::parse_exit(&last.payload).unwrap().0), (FrameType::Exit, 0));
+    // An oversized frame ends the input: that is EOF too.
+    let d1 = d.clone();
+    let frames = within(30, "tty exec after an oversized frame", move || {
+        let mut agent = StdioAgent::spawn(&d1, &Opts::default()).unwrap();
+        let req = serde_json::to_vec(&ExecRequest::new(["cat"]).tty(80, 24)).unwrap();
+        proto::write_frame(&mut agent, FrameType::Request, &req).unwrap();
+        proto::write_frame(&mut agent, FrameType::Stdin, b"hi\n").unwrap();
+        std::io::Write::write_all(&mut agent, &[0, 0x7f, 0, 0, 0]).unwrap();
+        read_all_frames(&mut agent)
+    });
+    let errors: Vec<String> = frames.iter().filter(|f| f.kind == FrameType::Error).map(|f| String::from_utf8_lossy(&f.payload).into_owned()).collect();
+    assert!(errors.len() == 1 && errors[0].contains("2130706432"), "{errors:?}");
+    let last = frames.last().unwrap();
+    assert_eq!((last.kind, proto::parse_exit(&last.payload).unwrap().0), (FrameType::Exit, 0));
 }
