@@ -18,6 +18,14 @@ pub fn encoded_len(n: usize) -> usize {
 /// Encodes `data` with padding.
 pub fn encode(data: &[u8]) -> String {
     let mut out = Vec::with_capacity(encoded_len(data.len()));
+    encode_into(data, &mut out);
+    // Only ASCII from the alphabet was pushed.
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// Appends the encoding of `data` to `out`. For a stream encoded piece by piece, every piece
+/// but the last must be a multiple of 3 bytes long (padding appears only at the end).
+pub fn encode_into(data: &[u8], out: &mut Vec<u8>) {
     let mut chunks = data.chunks_exact(3);
     for c in &mut chunks {
         let v = (c[0] as u32) << 16 | (c[1] as u32) << 8 | c[2] as u32;
@@ -37,8 +45,6 @@ pub fn encode(data: &[u8]) -> String {
         out.push(if rest.len() == 2 { ALPHABET[(v >> 6) as usize & 63] } else { b'=' });
         out.push(b'=');
     }
-    // Only ASCII from the alphabet was pushed.
-    String::from_utf8(out).unwrap_or_default()
 }
 
 fn val(c: u8) -> Option<u32> {
@@ -55,41 +61,73 @@ fn val(c: u8) -> Option<u32> {
 /// Decodes base64 (standard or URL-safe alphabet; padding optional; ASCII whitespace ignored).
 /// The error names the offending position.
 pub fn decode(s: &str) -> Result<Vec<u8>, String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len() / 4 * 3 + 3);
-    let mut acc: u32 = 0;
-    let mut n = 0u32;
-    let mut padding = 0usize;
-    for (i, &c) in bytes.iter().enumerate() {
-        if c.is_ascii_whitespace() {
-            continue;
-        }
-        if c == b'=' {
-            padding += 1;
-            if padding > 2 {
-                return Err(format!("invalid base64: too much padding at position {i}"));
-            }
-            continue;
-        }
-        if padding > 0 {
-            return Err(format!("invalid base64: data after padding at position {i}"));
-        }
-        let v = val(c).ok_or_else(|| format!("invalid base64: unexpected character {:?} at position {i}", c as char))?;
-        acc = acc << 6 | v;
-        n += 1;
-        if n == 4 {
-            out.extend_from_slice(&[(acc >> 16) as u8, (acc >> 8) as u8, acc as u8]);
-            acc = 0;
-            n = 0;
-        }
-    }
-    match n {
-        0 => {}
-        1 => return Err("invalid base64: truncated input (a lone trailing character)".into()),
-        2 => out.push((acc >> 4) as u8),
-        _ => out.extend_from_slice(&[(acc >> 10) as u8, (acc >> 2) as u8]),
-    }
+    let mut out = Vec::with_capacity(s.len() / 4 * 3 + 3);
+    let mut d = Decoder::default();
+    d.push(s.as_bytes(), &mut out)?;
+    d.finish(&mut out)?;
     Ok(out)
+}
+
+/// Incremental [`decode`]: feed the text in pieces of any size, then [`Decoder::finish`].
+///
+/// ```
+/// use supermachine_agent_proto::b64::Decoder;
+/// let (mut d, mut out) = (Decoder::default(), Vec::new());
+/// d.push(b"aG", &mut out).unwrap();
+/// d.push(b"kh", &mut out).unwrap();
+/// d.finish(&mut out).unwrap();
+/// assert_eq!(out, b"hi!");
+/// ```
+#[derive(Debug, Default, Clone)]
+pub struct Decoder {
+    acc: u32,
+    n: u32,
+    padding: usize,
+    /// Characters seen so far (positions in errors count from the start of the whole text).
+    pos: usize,
+}
+
+impl Decoder {
+    /// Decodes `input`, appending whole bytes to `out`.
+    pub fn push(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
+        for &c in input {
+            let i = self.pos;
+            self.pos += 1;
+            if c.is_ascii_whitespace() {
+                continue;
+            }
+            if c == b'=' {
+                self.padding += 1;
+                if self.padding > 2 {
+                    return Err(format!("invalid base64: too much padding at position {i}"));
+                }
+                continue;
+            }
+            if self.padding > 0 {
+                return Err(format!("invalid base64: data after padding at position {i}"));
+            }
+            let v = val(c).ok_or_else(|| format!("invalid base64: unexpected character {:?} at position {i}", c as char))?;
+            self.acc = self.acc << 6 | v;
+            self.n += 1;
+            if self.n == 4 {
+                out.extend_from_slice(&[(self.acc >> 16) as u8, (self.acc >> 8) as u8, self.acc as u8]);
+                self.acc = 0;
+                self.n = 0;
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the text: appends the last partial group.
+    pub fn finish(self, out: &mut Vec<u8>) -> Result<(), String> {
+        match self.n {
+            0 => {}
+            1 => return Err("invalid base64: truncated input (a lone trailing character)".into()),
+            2 => out.push((self.acc >> 4) as u8),
+            _ => out.extend_from_slice(&[(self.acc >> 10) as u8, (self.acc >> 2) as u8]),
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -111,6 +149,25 @@ mod tests {
         for l in 0..data.len() {
             assert_eq!(decode(&encode(&data[..l])).unwrap(), &data[..l]);
         }
+    }
+
+    #[test]
+    fn pieces_decode_like_the_whole() {
+        let data: Vec<u8> = (0..=255u8).cycle().take(1000).collect();
+        let text = encode(&data);
+        for step in [1, 2, 3, 5, 7, 64] {
+            let (mut d, mut out) = (Decoder::default(), Vec::new());
+            for piece in text.as_bytes().chunks(step) {
+                d.push(piece, &mut out).unwrap();
+            }
+            d.finish(&mut out).unwrap();
+            assert_eq!(out, data);
+        }
+        let mut enc = Vec::new();
+        for piece in data.chunks(99) {
+            encode_into(piece, &mut enc);
+        }
+        assert_eq!(enc, text.as_bytes());
     }
 
     #[test]

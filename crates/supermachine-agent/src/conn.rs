@@ -1,13 +1,10 @@
-//! One connection: read the first frame and dispatch to an exec or a control call.
+//! The two directions of a connection, and sending frames on it.
 
-use crate::input::{Input, Wait};
-use crate::limits::{FIRST_FRAME_TIMEOUT, INPUT_BUF};
 use crate::sys;
-use std::io::{self, Read};
+use std::io;
 use std::os::fd::RawFd;
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
-use supermachine_agent_proto::{self as proto, FrameError, FrameType, HEADER_LEN};
+use std::sync::Mutex;
+use supermachine_agent_proto::{self as proto, FrameType, HEADER_LEN};
 
 /// Both directions of a connection: one socket (vsock) or stdin/stdout (`--exec-stdio`).
 pub struct Conn {
@@ -40,6 +37,31 @@ impl Conn {
             self.write_raw(&proto::header(kind, payload.len()))?;
             self.write_raw(payload)
         }
+    }
+
+    /// Sends one frame of `len` payload bytes that `body` writes piece by piece (through the
+    /// given function) — a reply too large to build in memory. `body` must write exactly `len`
+    /// bytes; on error the connection is unusable.
+    pub fn send_streamed(
+        &self,
+        kind: FrameType,
+        len: usize,
+        body: impl FnOnce(&mut dyn FnMut(&[u8]) -> io::Result<()>) -> io::Result<()>,
+    ) -> io::Result<()> {
+        let _g = self.wlock.lock().unwrap_or_else(|e| e.into_inner());
+        self.write_raw(&proto::header(kind, len))?;
+        let mut sent = 0usize;
+        body(&mut |piece: &[u8]| {
+            sent += piece.len();
+            if sent > len {
+                return Err(io::Error::other("streamed frame longer than announced"));
+            }
+            self.write_raw(piece)
+        })?;
+        if sent != len {
+            return Err(io::Error::other("streamed frame shorter than announced"));
+        }
+        Ok(())
     }
 
     /// Sends a frame whose payload is `buf[HEADER_LEN..]`; the header is filled in place.
@@ -104,71 +126,6 @@ impl Drop for Conn {
             if self.wfd != self.rfd {
                 unsafe { libc::close(self.wfd) };
             }
-        }
-    }
-}
-
-/// Answers a first frame that could not be read.
-fn first_frame_error(e: FrameError) -> String {
-    match e {
-        FrameError::Io(e) if e.kind() == io::ErrorKind::TimedOut => format!(
-            "timed out: the first frame must arrive within {} s, without pauses longer than that; closing the connection",
-            FIRST_FRAME_TIMEOUT.as_secs()
-        ),
-        e => e.to_string(),
-    }
-}
-
-/// Reads the first frame's payload (at most MAX_PAYLOAD bytes, grown as it arrives).
-fn read_payload(input: &mut Input, len: u32) -> Result<Vec<u8>, FrameError> {
-    let mut payload = Vec::with_capacity((len as usize).min(64 * 1024));
-    let n = input.take(len as u64).read_to_end(&mut payload)?;
-    if n < len as usize {
-        return Err(FrameError::Truncated { expected: HEADER_LEN + len as usize, got: HEADER_LEN + n });
-    }
-    Ok(payload)
-}
-
-/// Serves one connection to completion.
-pub fn serve(conn: Arc<Conn>) {
-    let mut input = Input::new(conn.clone(), INPUT_BUF);
-    input.set_wait(Wait::Until(Instant::now() + FIRST_FRAME_TIMEOUT));
-    let header = match proto::read_header(&mut input) {
-        Ok(None) => return,
-        Ok(Some(h)) => h,
-        Err(e) => return conn.send_error(&first_frame_error(e)),
-    };
-    let kind = match header.kind() {
-        Ok(k @ (FrameType::Request | FrameType::Control)) => k,
-        Ok(other) => return conn.send_error(&format!("the first frame must be REQUEST or CONTROL, got {other}")),
-        Err(e) => return conn.send_error(&e.to_string()),
-    };
-    input.set_wait(Wait::Idle(FIRST_FRAME_TIMEOUT));
-    let payload = match read_payload(&mut input, header.len) {
-        Ok(p) => p,
-        Err(e) => return conn.send_error(&first_frame_error(e)),
-    };
-    input.set_wait(Wait::Forever);
-    match kind {
-        FrameType::Request => match proto::parse_exec_request(&payload) {
-            Ok(req) => {
-                drop(payload);
-                crate::exec::run(conn.clone(), input, req);
-                conn.linger();
-            }
-            Err(e) => conn.send_error(&format!("REQUEST: {e}")),
-        },
-        _ => {
-            let reply = match proto::parse_control_request(&payload) {
-                Ok(proto::ControlRequest::PortForward { port }) => return crate::control::port_forward(conn, input, port),
-                Ok(req) => match crate::control::handle(&req) {
-                    Ok(fields) => proto::ack_ok(fields),
-                    Err(msg) => proto::ack_err(&msg),
-                },
-                Err(e) => proto::ack_err(&e.to_string()),
-            };
-            let _ = conn.send(FrameType::Control, &reply);
-            conn.linger();
         }
     }
 }

@@ -1,18 +1,18 @@
 //! CONTROL actions.
 
 use crate::conn::Conn;
+use crate::file_write::{self, ControlData};
 use crate::input::Input;
-use crate::sys;
+use crate::{file_read, sys};
 use serde_json::Value;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::fs::{self, OpenOptions};
+use std::io::{self, Read};
 use std::net::{Shutdown, TcpStream};
-use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-use supermachine_agent_proto::{self as proto, b64, Ack, ControlRequest, FrameType, CHUNK_SIZE, MAX_INLINE_READ};
+use supermachine_agent_proto::{self as proto, Ack, ControlRequest, FrameType};
 
 fn ack() -> Ack {
     Ack::new()
@@ -27,30 +27,53 @@ fn err_at(what: &str, path: &str, e: io::Error) -> String {
     format!("{what} {path}: {e}")
 }
 
-/// Handles every action except `port_forward` (which takes over the connection).
-pub fn handle(req: &ControlRequest) -> Result<Ack, String> {
+/// Answers a control request (every action but `port_forward`, which takes over the
+/// connection); `data` is its streamed `data_b64`.
+pub fn serve(conn: &Conn, req: &ControlRequest, data: ControlData) {
+    let reply = match req {
+        ControlRequest::ReadFile { path, max_bytes } => match file_read::read_file(conn, path, *max_bytes) {
+            Ok(_sent) => return,
+            Err(msg) => Err(msg),
+        },
+        ControlRequest::ReadFileChunk { path, offset, len, max_bytes } => {
+            match file_read::read_file_chunk(conn, path, *offset, *len, *max_bytes) {
+                Ok(_sent) => return,
+                Err(msg) => Err(msg),
+            }
+        }
+        ControlRequest::WriteFile { path, data_b64, mode } => {
+            file_write::write_file(path, *mode, data_b64, data).map(|n| with(ack(), "bytes", n))
+        }
+        ControlRequest::WriteFileChunk { path, offset, data_b64, last, token, mode } => {
+            file_write::write_file_chunk(path, *offset, token, *last, *mode, data_b64, data).map(|n| with(ack(), "bytes", n))
+        }
+        ControlRequest::Reseed { data_b64 } => file_write::reseed_data(data_b64, data).and_then(|d| {
+            reseed(&d).map_err(|e| format!("reseed: {e}"))?;
+            Ok(with(ack(), "bytes", d.len()))
+        }),
+        other => handle(other),
+    };
+    let reply = match reply {
+        Ok(fields) => proto::ack_ok(fields),
+        Err(msg) => proto::ack_err(&msg),
+    };
+    let _ = conn.send(FrameType::Control, &reply);
+}
+
+/// The actions that need neither the connection nor data.
+fn handle(req: &ControlRequest) -> Result<Ack, String> {
     match req {
         ControlRequest::Probe => Ok(with(
             with(with(ack(), "protocol", proto::PROTOCOL_VERSION), "capabilities", proto::CAPABILITIES.to_vec()),
             "version",
             env!("CARGO_PKG_VERSION"),
         )),
-        ControlRequest::WriteFile { path, data_b64, mode } => {
-            let data = b64::decode(data_b64)?;
-            atomic_write(path, &data, *mode).map_err(|e| err_at("write_file", path, e))?;
-            Ok(with(ack(), "bytes", data.len()))
-        }
-        ControlRequest::WriteFileChunk { path, offset, data_b64, last, token, mode } => {
-            let data = b64::decode(data_b64)?;
-            write_chunk(path, *offset, &data, *last, token, *mode).map_err(|e| err_at("write_file_chunk", path, e))?;
-            Ok(with(ack(), "bytes", data.len()))
-        }
-        ControlRequest::ReadFile { path, max_bytes } => {
-            let limit = max_bytes.unwrap_or(MAX_INLINE_READ as u64).min(MAX_INLINE_READ as u64);
-            let data = read_limited(path, limit)?;
-            Ok(with(ack(), "data_b64", b64::encode(&data)))
-        }
-        ControlRequest::ReadFileChunk { path, offset, len, max_bytes } => read_chunk(path, *offset, *len, *max_bytes),
+        ControlRequest::ReadFile { .. }
+        | ControlRequest::ReadFileChunk { .. }
+        | ControlRequest::WriteFile { .. }
+        | ControlRequest::WriteFileChunk { .. }
+        | ControlRequest::Reseed { .. }
+        | ControlRequest::PortForward { .. } => Err(format!("{}: needs the connection", req.action())),
         ControlRequest::Signal { signum } => {
             let pidfile = crate::config().run_dir.join("supermachine-workload.pid");
             let text = fs::read_to_string(&pidfile)
@@ -86,12 +109,6 @@ pub fn handle(req: &ControlRequest) -> Result<Ack, String> {
         }
         ControlRequest::SmparkPark => smpark(false),
         ControlRequest::SmparkUnpark => smpark(true),
-        ControlRequest::Reseed { data_b64 } => {
-            let data = b64::decode(data_b64)?;
-            reseed(&data).map_err(|e| format!("reseed: {e}"))?;
-            Ok(with(ack(), "bytes", data.len()))
-        }
-        ControlRequest::PortForward { .. } => Err("port_forward needs the connection".into()),
         ControlRequest::Stat { path, follow } => {
             let md = if follow.unwrap_or(true) { fs::metadata(path) } else { fs::symlink_metadata(path) }
                 .map_err(|e| err_at("stat", path, e))?;
@@ -130,150 +147,6 @@ fn now_ns() -> i64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
     ts.tv_sec as i64 * 1_000_000_000 + ts.tv_nsec as i64
-}
-
-static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
-
-fn split(path: &str) -> io::Result<(PathBuf, String)> {
-    let p = Path::new(path);
-    let name = p
-        .file_name()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?
-        .to_string_lossy()
-        .into_owned();
-    let dir = match p.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    Ok((dir, name))
-}
-
-fn final_mode(target: &Path, mode: Option<u32>) -> u32 {
-    mode.or_else(|| fs::metadata(target).ok().map(|m| m.mode() & 0o7777)).unwrap_or(0o644)
-}
-
-fn commit(file: File, tmp: &Path, target: &Path, mode: u32) -> io::Result<()> {
-    file.set_permissions(fs::Permissions::from_mode(mode))?;
-    file.sync_all()?;
-    drop(file);
-    fs::rename(tmp, target)?;
-    if let Some(d) = target.parent() {
-        if let Ok(f) = File::open(if d.as_os_str().is_empty() { Path::new(".") } else { d }) {
-            let _ = f.sync_all();
-        }
-    }
-    Ok(())
-}
-
-/// Writes `data` to a temporary file beside `path`, fsyncs it and renames it over `path`: a
-/// reader sees the old or the new content, never a torn file. Parent directories are created.
-/// Without `mode` an existing file keeps its mode (new files get 0644).
-pub fn atomic_write(path: &str, data: &[u8], mode: Option<u32>) -> io::Result<()> {
-    let (dir, name) = split(path)?;
-    fs::create_dir_all(&dir)?;
-    let target = Path::new(path);
-    let mode = final_mode(target, mode);
-    let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-    let tmp = dir.join(format!(".{name}.sm-tmp.{}.{n}", std::process::id()));
-    let res = (|| {
-        let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
-        f.write_all(data)?;
-        commit(f, &tmp, target, mode)
-    })();
-    if res.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    res
-}
-
-fn write_chunk(path: &str, offset: u64, data: &[u8], last: bool, token: &str, mode: Option<u32>) -> io::Result<()> {
-    let (dir, name) = split(path)?;
-    let tok: String = token
-        .bytes()
-        .map(|b| if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' { (b as char).to_string() } else { format!("%{b:02x}") })
-        .collect();
-    if tok.is_empty() || tok.len() > 128 {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "token must be 1..=128 characters"));
-    }
-    let tmp = dir.join(format!(".{name}.sm-chunk.{tok}"));
-    let f = if offset == 0 {
-        fs::create_dir_all(&dir)?;
-        OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?
-    } else {
-        OpenOptions::new().write(true).open(&tmp).map_err(|e| {
-            io::Error::new(e.kind(), format!("no upload in progress for token {token:?} (send offset 0 first): {e}"))
-        })?
-    };
-    f.write_all_at(data, offset)?;
-    if last {
-        let target = Path::new(path);
-        let m = final_mode(target, mode);
-        if let Err(e) = commit(f, &tmp, target, m) {
-            let _ = fs::remove_file(&tmp);
-            return Err(e);
-        }
-    }
-    Ok(())
-}
-
-fn open_for(what: &str, path: &str) -> Result<(File, fs::Metadata), String> {
-    crate::fileio::open_regular(path).map_err(|e| format!("{what} {path}: {e}"))
-}
-
-fn read_limited(path: &str, limit: u64) -> Result<Vec<u8>, String> {
-    let (f, md) = open_for("read_file", path)?;
-    let size = md.len();
-    let too_big = |n: u64| format!("read_file {path}: file is {n} bytes, more than max_bytes {limit}; use read_file_chunk");
-    if size > limit {
-        return Err(too_big(size));
-    }
-    let mut data = Vec::with_capacity(size as usize);
-    f.take(limit + 1).read_to_end(&mut data).map_err(|e| err_at("read_file", path, e))?;
-    if data.len() as u64 > limit {
-        return Err(too_big(data.len() as u64));
-    }
-    Ok(data)
-}
-
-fn read_chunk(path: &str, offset: u64, len: u64, max_bytes: Option<u64>) -> Result<Ack, String> {
-    let (f, md) = open_for("read_file_chunk", path)?;
-    let size = md.len();
-    if let Some(m) = max_bytes {
-        if size > m {
-            return Err(format!("read_file_chunk {path}: file is {size} bytes, more than max_bytes {m}"));
-        }
-    }
-    // Read up to `len` bytes whatever the size says: /proc files report 0.
-    let len = len.min(CHUNK_SIZE as u64);
-    let mut buf = Vec::new();
-    let mut at = offset;
-    let mut eof = false;
-    let mut block = [0u8; 16 * 1024];
-    while (buf.len() as u64) < len {
-        let want = (len - buf.len() as u64).min(block.len() as u64) as usize;
-        match f.read_at(&mut block[..want], at) {
-            Ok(0) => {
-                eof = true;
-                break;
-            }
-            Ok(n) => {
-                buf.extend_from_slice(&block[..n]);
-                at += n as u64;
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(err_at("read_file_chunk", path, e)),
-        }
-    }
-    let end = offset + buf.len() as u64;
-    // Reaching the end tells the real length (a /proc file's size is 0, a file may shrink).
-    let total = match (buf.is_empty(), eof) {
-        (true, _) => size,
-        (false, true) => end,
-        (false, false) => size.max(end),
-    };
-    let eof = eof || end >= total;
-    let a = with(ack(), "data_b64", b64::encode(&buf));
-    Ok(with(with(a, "total_len", total), "eof", eof))
 }
 
 /// Takes the secondary CPUs offline (`online = false`) or back online through sysfs.

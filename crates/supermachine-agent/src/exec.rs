@@ -7,11 +7,14 @@
 
 use crate::conn::Conn;
 use crate::exec_input::StdinInput;
+use crate::file_write::StageData;
 use crate::input::Input;
 use crate::limits::{INPUT_STACK, OUTPUT_BUF};
 use crate::reaper::{self, Waiter};
 use crate::sys::{self, ChildStdio, SpawnSpec};
+use std::collections::BTreeMap;
 use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -85,39 +88,45 @@ impl Shared {
     }
 }
 
+/// The environment of the exec's processes: the agent's own, a default `PATH` and `HOME` (and
+/// `TERM` on a tty) where it has none, then the request's variables over it. Linear in the
+/// number of variables (one map, no search per variable). Also returns the `PATH` to search.
 fn build_env(req: &ExecRequest) -> (Vec<CString>, String) {
-    let mut env: Vec<(String, String)> = std::env::vars_os()
-        .map(|(k, v)| (k.to_string_lossy().into_owned(), v.to_string_lossy().into_owned()))
-        .collect();
-    let mut set = |k: &str, v: &str, overwrite: bool| match env.iter_mut().find(|(ek, _)| ek == k) {
-        Some(e) if overwrite => e.1 = v.to_string(),
-        Some(_) => {}
-        None => env.push((k.to_string(), v.to_string())),
-    };
-    set("PATH", DEFAULT_PATH, false);
-    set("HOME", "/root", false);
+    let mut env: BTreeMap<&[u8], &[u8]> = BTreeMap::new();
+    let own: Vec<(std::ffi::OsString, std::ffi::OsString)> = std::env::vars_os().collect();
+    for (k, v) in &own {
+        env.insert(k.as_bytes(), v.as_bytes());
+    }
+    env.entry(b"PATH").or_insert(DEFAULT_PATH.as_bytes());
+    env.entry(b"HOME").or_insert(b"/root");
     if req.tty {
-        set("TERM", "xterm-256color", false);
+        env.entry(b"TERM").or_insert(b"xterm-256color");
     }
     for (k, v) in &req.env {
-        set(k, v, true);
+        env.insert(k.as_bytes(), v.as_bytes());
     }
-    let path = env.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v.clone()).unwrap_or_default();
-    let c = env.into_iter().filter_map(|(k, v)| CString::new(format!("{k}={v}")).ok()).collect();
+    let path = String::from_utf8_lossy(env.get(&b"PATH"[..]).copied().unwrap_or_default()).into_owned();
+    let c = env
+        .into_iter()
+        .filter_map(|(k, v)| {
+            let mut kv = Vec::with_capacity(k.len() + 1 + v.len() + 1);
+            kv.extend_from_slice(k);
+            kv.push(b'=');
+            kv.extend_from_slice(v);
+            CString::new(kv).ok()
+        })
+        .collect();
     (c, path)
 }
 
 /// Runs an exec request on `conn` to completion.
-pub fn run(conn: Arc<Conn>, rd: Input, req: ExecRequest) {
+pub fn run(conn: Arc<Conn>, rd: Input, req: ExecRequest, stage: StageData) {
     for (i, f) in req.stage_files.iter().enumerate() {
-        let data = match proto::b64::decode(&f.data_b64) {
-            Ok(d) => d,
-            Err(e) => return conn.send_error(&format!("stage_files[{i}] {}: {e}", f.path)),
-        };
-        if let Err(e) = crate::control::atomic_write(&f.path, &data, f.mode) {
-            return conn.send_error(&format!("stage_files[{i}]: cannot write {}: {e}", f.path));
+        if let Err(e) = stage.write(i, f) {
+            return conn.send_error(&e);
         }
     }
+    drop(stage);
     let (envp, path_var) = build_env(&req);
     let cwd = match req.cwd.as_deref().filter(|c| !c.is_empty()).map(sys::cstring).transpose() {
         Ok(c) => c,
@@ -236,7 +245,7 @@ fn start_step(
         }
         (None, None) => return Err(fail(126, "no stdin".into())),
     };
-    let spec = SpawnSpec { path, argv: cargv, envp: envp.to_vec(), cwd: cwd.cloned(), stdio };
+    let spec = SpawnSpec { path, argv: cargv, envp, cwd: cwd.cloned(), stdio };
     let (res, waiter) = reaper::spawn_registered(|reg| sys::spawn(&spec, reg)).map_err(io_err)?;
     drop(spec);
     drop(child_ends);

@@ -34,10 +34,6 @@ impl Input {
         self.wait = wait;
     }
 
-    pub fn conn(&self) -> &Arc<Conn> {
-        &self.conn
-    }
-
     /// Bytes read from the peer but not consumed yet.
     pub fn buffered(&self) -> &[u8] {
         &self.buf[self.pos..self.len]

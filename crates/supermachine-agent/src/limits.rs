@@ -34,3 +34,20 @@ pub const STDIN_QUEUE_MAX: usize = 1024 * 1024;
 /// The shared pool (see `budget.rs`) for buffers whose size the peer decides: queued stdin,
 /// request JSON, exec arguments. A connection that finds it empty waits (stdin) or is refused.
 pub const SHARED_BUDGET: usize = 8 * 1024 * 1024;
+
+/// A first frame's JSON without its file data (`data_b64` strings are streamed to files, not
+/// kept): at most this many bytes — about what Linux's exec takes in argv and environment with
+/// the default 8 MiB stack limit — ...
+pub const MAX_REQUEST_JSON: usize = 2 * 1024 * 1024;
+/// ... and at most this many strings (keys and values: each env variable is two).
+pub const MAX_REQUEST_STRINGS: usize = 65_536;
+/// What one parsed string costs the agent besides its bytes (allocation, map node), for the
+/// shared-budget lease of a first frame.
+pub const REQUEST_STRING_COST: usize = 96;
+
+/// `reseed` data is kept in memory: at most this many bytes.
+pub const RESEED_MAX: usize = 64 * 1024;
+
+/// A chunked upload (`write_file_chunk`) with no chunk for this long is abandoned: its temp file
+/// is removed.
+pub const UPLOAD_IDLE_TIMEOUT: Duration = Duration::from_secs(300);

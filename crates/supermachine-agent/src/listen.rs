@@ -105,7 +105,7 @@ fn accept_loop(fd: libc::c_int, what: &str, vsock: bool) -> String {
         };
         let conn = Arc::new(conn::Conn::socket(c));
         let spawned = std::thread::Builder::new().name("conn".into()).stack_size(limits::CONN_STACK).spawn(move || {
-            conn::serve(conn);
+            crate::session::serve(conn);
             drop(slot);
         });
         if let Err(e) = spawned {

@@ -18,14 +18,21 @@ mod conn;
 mod control;
 mod exec;
 mod exec_input;
+mod file_read;
+mod file_write;
 mod fileio;
 mod input;
+mod jsonscan;
 mod limits;
 mod listen;
 mod pid1;
 mod reaper;
 mod remove;
+mod session;
+mod spool;
 mod sys;
+mod tmpfile;
+mod upload;
 
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
@@ -107,9 +114,10 @@ fn main() {
         unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     }
     reaper::init();
+    upload::sweep_idle();
 
     if stdio {
-        conn::serve(Arc::new(conn::Conn::stdio()));
+        session::serve(Arc::new(conn::Conn::stdio()));
         if pid1 {
             pid1::poweroff("--exec-stdio session ended");
         }

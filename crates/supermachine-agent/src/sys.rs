@@ -146,7 +146,7 @@ pub enum ChildStdio<'a> {
 pub struct SpawnSpec<'a> {
     pub path: CString,
     pub argv: Vec<CString>,
-    pub envp: Vec<CString>,
+    pub envp: &'a [CString],
     pub cwd: Option<CString>,
     pub stdio: ChildStdio<'a>,
 }

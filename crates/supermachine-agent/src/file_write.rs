@@ -1,0 +1,199 @@
+//! Where the file data of a first frame goes while it streams in (see `jsonscan`), and the
+//! actions that use it: `write_file`, `write_file_chunk`, `reseed` and `stage_files`.
+//!
+//! For a CONTROL request the fields sent before `data_b64` decide: with the `path` (and for a
+//! chunk the `token` and `offset`) known, the bytes go straight into the temp file beside the
+//! target; otherwise (a client that orders its keys differently) into a spool, copied to the
+//! target once the whole request is parsed. Stage files always go through the spool.
+
+use crate::jsonscan::{Extract, Slot};
+use crate::limits::RESEED_MAX;
+use crate::spool::Spool;
+use crate::tmpfile::{self, TmpFile};
+use crate::upload::{self, Claim};
+use serde_json::Value;
+use supermachine_agent_proto::{b64, StageFile, ACTIONS};
+
+/// The decoded `data_b64` of a CONTROL request, where it went.
+#[derive(Default)]
+pub enum Data {
+    /// No `data_b64` was streamed (absent, or sent in a form the scanner leaves in the JSON).
+    #[default]
+    None,
+    /// `write_file`: into a temp file beside the target.
+    File(TmpFile),
+    /// `write_file_chunk`: into the upload's temp file.
+    Chunk(Claim),
+    /// `reseed`: kept in memory (at most [`RESEED_MAX`] bytes).
+    Memory(Vec<u8>),
+    /// The destination was not known yet.
+    Spool(Spool),
+    /// An action that takes no data.
+    Discard,
+}
+
+/// The [`Extract`] of a CONTROL request.
+#[derive(Default)]
+pub struct ControlData {
+    pub data: Data,
+    /// Decoded bytes received.
+    pub bytes: u64,
+    seen: bool,
+}
+
+impl Extract for ControlData {
+    fn begin(&mut self, _slot: Slot, partial: &[u8]) -> Result<(), String> {
+        if std::mem::replace(&mut self.seen, true) {
+            return Err("invalid request: duplicate field `data_b64`".into());
+        }
+        let v: Value = serde_json::from_slice(partial).unwrap_or(Value::Null);
+        let s = |k: &str| v.get(k).and_then(Value::as_str);
+        self.data = match (s("action"), s("path"), v.get("offset").and_then(Value::as_u64), s("token")) {
+            (Some("write_file"), Some(path), ..) => {
+                Data::File(TmpFile::beside(path).map_err(|e| format!("write_file {path}: {e}"))?)
+            }
+            (Some("write_file_chunk"), Some(path), Some(offset), Some(token)) => {
+                Data::Chunk(upload::claim(path, token, offset).map_err(|e| format!("write_file_chunk {path}: {e}"))?)
+            }
+            (Some("reseed"), ..) => Data::Memory(Vec::new()),
+            (Some(a), ..) if ACTIONS.contains(&a) && !matches!(a, "write_file" | "write_file_chunk") => Data::Discard,
+            _ => Data::Spool(Spool::new().map_err(|e| format!("cannot create a spool file: {e}"))?),
+        };
+        Ok(())
+    }
+
+    fn data(&mut self, bytes: &[u8]) -> Result<(), String> {
+        self.bytes += bytes.len() as u64;
+        let r = match &mut self.data {
+            Data::File(t) => t.append(bytes),
+            Data::Chunk(c) => c.write(bytes),
+            Data::Spool(s) => s.append(bytes),
+            Data::Memory(m) if m.len() + bytes.len() > RESEED_MAX => {
+                return Err(format!("reseed: data_b64 holds more than {RESEED_MAX} bytes"));
+            }
+            Data::Memory(m) => {
+                m.extend_from_slice(bytes);
+                Ok(())
+            }
+            Data::None | Data::Discard => Ok(()),
+        };
+        r.map_err(|e| match &self.data {
+            Data::File(t) => format!("write_file {}: {e}", t.target().display()),
+            Data::Chunk(_) => format!("write_file_chunk: {e}"),
+            _ => format!("cannot spool the data: {e}"),
+        })
+    }
+
+    fn end(&mut self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// Bytes of a `data_b64` left in the JSON (not streamed): decoded now.
+fn inline(data_b64: &str) -> Result<Vec<u8>, String> {
+    b64::decode(data_b64)
+}
+
+/// `write_file`; returns the byte count.
+pub fn write_file(path: &str, mode: Option<u32>, data_b64: &str, got: ControlData) -> Result<u64, String> {
+    let at = |e: std::io::Error| format!("write_file {path}: {e}");
+    match got.data {
+        Data::File(t) if t.target() == std::path::Path::new(path) => t.commit(mode).map_err(at)?,
+        Data::Spool(s) => {
+            let mut t = TmpFile::beside(path).map_err(at)?;
+            s.copy_to(0, s.len(), t.file(), 0).map_err(at)?;
+            t.grew(s.len());
+            t.commit(mode).map_err(at)?;
+        }
+        Data::None => {
+            let data = inline(data_b64)?;
+            tmpfile::atomic_write(path, &data, mode).map_err(at)?;
+            return Ok(data.len() as u64);
+        }
+        _ => return Err(format!("write_file {path}: the request changed its path")),
+    }
+    Ok(got.bytes)
+}
+
+/// `write_file_chunk`; returns the byte count of this chunk.
+pub fn write_file_chunk(path: &str, offset: u64, token: &str, last: bool, mode: Option<u32>, data_b64: &str, got: ControlData) -> Result<u64, String> {
+    let at = |e: std::io::Error| format!("write_file_chunk {path}: {e}");
+    let claim = match got.data {
+        Data::Chunk(c) if c.is_for(path, token, offset) => c,
+        Data::Spool(s) => {
+            let mut c = upload::claim(path, token, offset).map_err(at)?;
+            c.copy_from(&s, 0, s.len()).map_err(at)?;
+            c
+        }
+        Data::None => {
+            let data = inline(data_b64)?;
+            let mut c = upload::claim(path, token, offset).map_err(at)?;
+            c.write(&data).map_err(at)?;
+            c
+        }
+        _ => return Err(format!("write_file_chunk {path}: the request changed its path, token or offset")),
+    };
+    let n = claim.written();
+    claim.finish(last, mode).map_err(at)?;
+    Ok(n)
+}
+
+/// The data of `reseed`.
+pub fn reseed_data(data_b64: &str, got: ControlData) -> Result<Vec<u8>, String> {
+    match got.data {
+        Data::Memory(m) => Ok(m),
+        _ => inline(data_b64),
+    }
+}
+
+/// The [`Extract`] of a REQUEST: stage files' data, spooled in order.
+#[derive(Default)]
+pub struct StageData {
+    spool: Option<Spool>,
+    /// (index in stage_files, start in the spool, length)
+    ranges: Vec<(usize, u64, u64)>,
+    current: Option<(usize, u64)>,
+}
+
+impl Extract for StageData {
+    fn begin(&mut self, slot: Slot, _partial: &[u8]) -> Result<(), String> {
+        let Slot::Stage(i) = slot else { return Ok(()) };
+        if self.spool.is_none() {
+            self.spool = Some(Spool::new().map_err(|e| format!("stage_files[{i}]: cannot create a spool file: {e}"))?);
+        }
+        self.current = Some((i, self.spool.as_ref().map_or(0, Spool::len)));
+        Ok(())
+    }
+
+    fn data(&mut self, bytes: &[u8]) -> Result<(), String> {
+        let (Some(s), Some((i, _))) = (self.spool.as_mut(), self.current) else { return Ok(()) };
+        s.append(bytes).map_err(|e| format!("stage_files[{i}]: cannot spool the data: {e}"))
+    }
+
+    fn end(&mut self) -> Result<(), String> {
+        if let (Some(s), Some((i, start))) = (self.spool.as_ref(), self.current.take()) {
+            self.ranges.push((i, start, s.len() - start));
+        }
+        Ok(())
+    }
+}
+
+impl StageData {
+    /// Writes stage file `i` (atomically, parents created).
+    pub fn write(&self, i: usize, f: &StageFile) -> Result<(), String> {
+        let cannot = |e: std::io::Error| format!("stage_files[{i}]: cannot write {}: {e}", f.path);
+        let range = self.ranges.iter().rev().find(|r| r.0 == i);
+        match (range, &self.spool) {
+            (Some(&(_, start, len)), Some(s)) => {
+                let mut t = TmpFile::beside(&f.path).map_err(cannot)?;
+                s.copy_to(start, len, t.file(), 0).map_err(cannot)?;
+                t.grew(len);
+                t.commit(f.mode).map_err(cannot)
+            }
+            _ => {
+                let data = inline(&f.data_b64).map_err(|e| format!("stage_files[{i}] {}: {e}", f.path))?;
+                tmpfile::atomic_write(&f.path, &data, f.mode).map_err(cannot)
+            }
+        }
+    }
+}
