@@ -146,12 +146,30 @@ pub fn scan(input: &mut Input, len: usize, mode: Mode, ex: &mut dyn Extract) -> 
             }
         }
         let n = input.buffered().len().min(left);
-        s.feed(&input.buffered()[..n])?;
+        let fed = s.feed(&input.buffered()[..n]);
         input.consume(n);
         left -= n;
+        if let Err(e) = fed {
+            // Read the rest of the frame anyway, so that a client still writing it does not
+            // fail on a closed connection before it can read why.
+            skip(input, left);
+            return Err(e);
+        }
     }
     s.flush_decoded()?;
     Ok(s.rest)
+}
+
+/// Reads and drops `left` bytes (up to the end of the stream or a timeout).
+fn skip(input: &mut Input, mut left: usize) {
+    while left > 0 {
+        if input.buffered().is_empty() && !matches!(input.fill(), Ok(n) if n > 0) {
+            return;
+        }
+        let n = input.buffered().len().min(left);
+        input.consume(n);
+        left -= n;
+    }
 }
 
 /// Decoded bytes are handed on in pieces of about this size.

@@ -46,3 +46,101 @@ fn read_file_chunk_reads_proc_files_to_their_end() {
     c.read_file_chunked("/proc/self/status", None, &mut all).unwrap();
     assert!(String::from_utf8(all).unwrap().contains("Pid:"));
 }
+
+fn chunk(c: &supermachine_agent_client::Client<impl supermachine_agent_client::Connector>, path: &str, offset: u64, data: &[u8], last: bool, token: &str) -> Result<(), Error> {
+    let req = supermachine_agent_proto::ControlRequest::WriteFileChunk {
+        path: path.into(),
+        offset,
+        data_b64: supermachine_agent_proto::b64::encode(data),
+        last,
+        token: token.into(),
+        mode: None,
+    };
+    c.control(&req).map(|_| ())
+}
+
+fn chunk_files(d: &TempDir) -> Vec<String> {
+    std::fs::read_dir(&d.0).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).filter(|n| n.contains(".sm-chunk.")).collect()
+}
+
+#[test]
+fn chunk_offsets_must_follow_each_other_and_tokens_are_not_reused() {
+    let d = TempDir::new("chunkseq");
+    let c = stdio_client(&d, Opts::default());
+    let p = d.s("f");
+    chunk(&c, &p, 0, b"0123", false, "t").unwrap();
+    // The same token again from offset 0 would silently restart (or hole) the upload.
+    let e = agent_err(chunk(&c, &p, 0, b"xxxx", false, "t"));
+    assert!(e.contains(&p) && e.contains("already used") && e.contains("4 bytes so far"), "{e}");
+    // A gap, an overlap and an absurd offset.
+    for off in [8, 2, 1 << 40] {
+        let e = agent_err(chunk(&c, &p, off, b"zz", false, "t"));
+        assert!(e.contains(&format!("offset {off}")) && e.contains("4 bytes so far") && e.contains("without gaps"), "{e}");
+    }
+    chunk(&c, &p, 4, b"4567", false, "t").unwrap();
+    chunk(&c, &p, 8, b"89ab", true, "t").unwrap();
+    assert_eq!(std::fs::read(&p).unwrap(), b"0123456789ab");
+    assert!(chunk_files(&d).is_empty(), "{:?}", chunk_files(&d));
+    // After it completed, the token names no upload.
+    let e = agent_err(chunk(&c, &p, 12, b"cd", true, "t"));
+    assert!(e.contains("no upload in progress"), "{e}");
+}
+
+#[test]
+fn abandoned_chunk_uploads_are_removed() {
+    let d = TempDir::new("chunkidle");
+    let c = stdio_client(&d, Opts::default());
+    // An upload that never gets its last chunk...
+    chunk(&c, &d.s("a"), 0, b"part", false, "idle").unwrap();
+    let files = chunk_files(&d);
+    assert_eq!(files.len(), 1, "{files:?}");
+    // ... goes once it had no chunk for the idle timeout (5 min; its temp file is aged here).
+    let tmp = std::ffi::CString::new(d.s(&files[0])).unwrap();
+    let old = libc::timespec { tv_sec: now_secs() - 600, tv_nsec: 0 };
+    assert_eq!(unsafe { libc::utimensat(libc::AT_FDCWD, tmp.as_ptr(), [old, old].as_ptr(), 0) }, 0);
+    c.probe().unwrap();
+    assert!(chunk_files(&d).is_empty(), "{:?}", chunk_files(&d));
+    assert!(agent_err(chunk(&c, &d.s("a"), 4, b"more", true, "idle")).contains("no upload in progress"));
+    // A chunk whose connection drops half-way takes its upload with it.
+    chunk(&c, &d.s("b"), 0, b"first", false, "cut").unwrap();
+    let mut a = StdioAgent::spawn(&d, &Opts::default()).unwrap();
+    let json = format!(r#"{{"action":"write_file_chunk","path":"{}","offset":5,"token":"cut","last":true,"data_b64":"AAAA"#, d.s("b"));
+    let mut frame = supermachine_agent_proto::header(supermachine_agent_proto::FrameType::Control, json.len() + 1000).to_vec();
+    frame.extend_from_slice(json.as_bytes());
+    std::io::Write::write_all(&mut a, &frame).unwrap();
+    a.stdin.lock().unwrap().take();
+    let frames = read_all_frames(&mut a);
+    assert!(String::from_utf8_lossy(&frames[0].payload).contains("truncated"), "{frames:?}");
+    assert!(chunk_files(&d).is_empty(), "{:?}", chunk_files(&d));
+    assert!(!exists(&d.path("b")));
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+#[test]
+fn file_data_before_the_path_is_written_all_the_same() {
+    // A client that sorts its JSON keys sends data_b64 before path (and before token).
+    let d = TempDir::new("keyorder");
+    let c = stdio_client(&d, Opts::default());
+    let p = d.s("sub/x");
+    let raw = |json: String| {
+        let mut a = StdioAgent::spawn(&d, &Opts::default()).unwrap();
+        supermachine_agent_client::control_raw(&mut a, json.as_bytes()).unwrap()
+    };
+    let ack = raw(format!(r#"{{"action":"write_file","data_b64":"aGVsbG8=","mode":"0600","path":"{p}"}}"#));
+    assert_eq!(ack["ok"], true, "{ack:?}");
+    assert_eq!(ack["bytes"], 5);
+    assert_eq!(std::fs::read(&p).unwrap(), b"hello");
+    let ack = raw(format!(r#"{{"data_b64":"MDEy","last":false,"offset":0,"path":"{p}","token":"k","action":"write_file_chunk"}}"#));
+    assert_eq!(ack["ok"], true, "{ack:?}");
+    let ack = raw(format!(r#"{{"action":"write_file_chunk","data_b64":"Mw==","last":true,"offset":3,"path":"{p}","token":"k"}}"#));
+    assert_eq!(ack["ok"], true, "{ack:?}");
+    assert_eq!(std::fs::read(&p).unwrap(), b"0123");
+    // Escaped slashes in the base64 are JSON, not base64 errors.
+    let ack = raw(format!(r#"{{"action":"write_file","path":"{p}","data_b64":"\/\/8="}}"#));
+    assert_eq!(ack["ok"], true, "{ack:?}");
+    assert_eq!(std::fs::read(&p).unwrap(), [0xff, 0xff]);
+    assert_eq!(c.read_file(&p, None).unwrap(), [0xff, 0xff]);
+}
