@@ -43,10 +43,16 @@ for t in "${TARGETS[@]}"; do
     dict=()
     [ -f "fuzz/$t.dict" ] && dict=(-dict="fuzz/$t.dict")
     echo "==> $t for ${SECONDS_PER_TARGET}s"
+    parallel=()
+    # With -jobs libFuzzer writes fuzz-N.log into the current folder: keep them under fuzz/.
+    [ "$JOBS" -gt 1 ] && parallel=(-jobs="$JOBS" -workers="$JOBS")
     if ! cargo +nightly fuzz run "$t" "fuzz/corpus/$t" "fuzz/seeds/$t" -- \
-        -max_total_time="$SECONDS_PER_TARGET" -jobs="$JOBS" -workers="$JOBS" -rss_limit_mb=2048 \
-        -timeout=10 -print_final_stats=1 "${dict[@]}"; then
+        -max_total_time="$SECONDS_PER_TARGET" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 \
+        "${parallel[@]}" "${dict[@]}"; then
         failed+=("$t")
+    fi
+    if compgen -G "fuzz-*.log" >/dev/null; then
+        mkdir -p "fuzz/artifacts/$t" && mv fuzz-*.log "fuzz/artifacts/$t/"
     fi
 done
 if [ ${#failed[@]} -gt 0 ]; then

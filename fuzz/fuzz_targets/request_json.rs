@@ -1,17 +1,34 @@
 //! REQUEST and CONTROL payloads (JSON) on arbitrary bytes: the parsers never panic; whatever
 //! they accept obeys their own rules and survives a serialise / parse round trip unchanged;
-//! an unknown action is reported as such; base64 fields decode without panicking, and what
-//! decodes re-encodes to the same bytes.
+//! an unknown action is reported as such; base64 fields decode without panicking, what decodes
+//! re-encodes to the same bytes, and the incremental decoder fed in pieces agrees with the
+//! one-shot decoder.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use supermachine_agent_proto::{b64, parse_control_request, parse_exec_request, ControlRequest, ParseError, ACTIONS};
 
 fn b64_roundtrip(s: &str) {
-    if let Ok(bytes) = b64::decode(s) {
-        let again = b64::encode(&bytes);
+    let whole = b64::decode(s);
+    if let Ok(bytes) = &whole {
+        let again = b64::encode(bytes);
         assert_eq!(again.len(), b64::encoded_len(bytes.len()));
-        assert_eq!(b64::decode(&again).unwrap(), bytes);
+        assert_eq!(&b64::decode(&again).unwrap(), bytes);
+    }
+    // The same text in pieces (sizes taken from the text itself): same bytes, or an error too.
+    let (mut d, mut out) = (b64::Decoder::default(), Vec::new());
+    let mut rest = s.as_bytes();
+    let mut pieced = Ok(());
+    while !rest.is_empty() && pieced.is_ok() {
+        let n = (rest[0] as usize % 7 + 1).min(rest.len());
+        pieced = d.push(&rest[..n], &mut out);
+        rest = &rest[n..];
+    }
+    let pieced = pieced.and_then(|()| d.finish(&mut out)).map(|()| out);
+    match (&whole, &pieced) {
+        (Ok(a), Ok(b)) => assert_eq!(a, b),
+        (Err(a), Err(b)) => assert_eq!(a, b),
+        _ => panic!("b64::decode {whole:?} and Decoder in pieces {pieced:?} disagree on {s:?}"),
     }
 }
 
