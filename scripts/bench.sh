@@ -53,7 +53,7 @@ if [ "$QUICK" = 1 ]; then
 else
     BOOT_RUNS=7 BUILD_RUNS=3 EXECS=200 STDIO_RUNS=300 MINMEM_STEP=1
 fi
-UPV=0.7.70
+. "$ROOT/scripts/lib/upstream.sh"
 ARCHES="x86_64 aarch64"
 OUT=$ROOT/target/bench
 PARTS=$OUT/parts
@@ -74,32 +74,7 @@ crate_dir() { echo "$ROOT/crates/supermachine-kernel-${1//_/-}"; } # ours, by ar
 
 # --- upstream crates: a throwaway workspace that only exists to make cargo fetch them ---------
 log "fetching supermachine-kernel $UPV (x86_64 + aarch64) into $UPWS"
-mkdir -p "$UPWS/src"
-cat >"$UPWS/Cargo.toml" <<EOF
-[package]
-name = "bench-upstream"
-version = "0.0.0"
-edition = "2021"
-publish = false
-
-# Not a member of the supermachine-kernel workspace: only here so cargo fetches the published crates.
-[workspace]
-
-[dependencies]
-supermachine-kernel = "=$UPV"
-supermachine-kernel-x86-64 = "=$UPV"
-supermachine-kernel-aarch64 = "=$UPV"
-EOF
-: >"$UPWS/src/lib.rs"
-(cd "$UPWS" && "$CARGO" fetch --quiet)
-(cd "$UPWS" && "$CARGO" metadata --offline --format-version 1) >"$OUT/upstream-metadata.json"
-upstream_src() { # crate name -> unpacked source dir
-    python3 - "$OUT/upstream-metadata.json" "$1" "$UPV" <<'EOF'
-import json, os, sys
-m = json.load(open(sys.argv[1]))
-print(next(os.path.dirname(p["manifest_path"]) for p in m["packages"] if p["name"] == sys.argv[2] and p["version"] == sys.argv[3]))
-EOF
-}
+upstream_fetch "$UPWS" "$OUT/upstream-metadata.json"
 upstream_crate_file() { # crate name -> .crate in cargo's download cache
     ls "$CARGO_HOME"/registry/cache/*/"$1-$UPV.crate" 2>/dev/null | head -1 || true
 }
@@ -107,15 +82,8 @@ upstream_crate_file() { # crate name -> .crate in cargo's download cache
 # --- decoded payloads: $PAY/<side>/<arch>/<name> (+ <name>.xz size recorded) ------------------
 log "decoding payloads"
 for arch in $ARCHES; do
-    rm -rf "$PAY/ours/$arch" "$PAY/upstream/$arch"
-    mkdir -p "$PAY/ours/$arch" "$PAY/upstream/$arch"
-    for x in "$(crate_dir "$arch")"/payload/*.xz; do
-        n=$(basename "$x" .xz); xz -dc "$x" >"$PAY/ours/$arch/$n"; chmod +x "$PAY/ours/$arch/$n"
-    done
-    up=$(upstream_src "supermachine-kernel-${arch//_/-}")
-    for x in "$up"/*.xz; do
-        n=$(basename "$x" .xz); xz -dc "$x" >"$PAY/upstream/$arch/$n"; chmod +x "$PAY/upstream/$arch/$n"
-    done
+    decode_payloads "$(crate_dir "$arch")/payload" "$PAY/ours/$arch"
+    decode_payloads "$(upstream_src "$OUT/upstream-metadata.json" "supermachine-kernel-${arch//_/-}")" "$PAY/upstream/$arch"
 done
 # Both sides boot with our busybox (the upstream aarch64 crate ships none): only kernel + agent differ.
 bb() { echo "$PAY/ours/$1/busybox"; }
@@ -137,7 +105,7 @@ if want size; then
     done
     for arch in $ARCHES; do
         for x in "$(crate_dir "$arch")"/payload/*.xz; do args+=("payload:ours:$arch:$x:$PAY/ours/$arch/$(basename "$x" .xz)"); done
-        up=$(upstream_src "supermachine-kernel-${arch//_/-}")
+        up=$(upstream_src "$OUT/upstream-metadata.json" "supermachine-kernel-${arch//_/-}")
         for x in "$up"/*.xz; do args+=("payload:upstream:$arch:$x:$PAY/upstream/$arch/$(basename "$x" .xz)"); done
     done
     python3 - "$PARTS/size.json" "${args[@]}" <<'EOF'

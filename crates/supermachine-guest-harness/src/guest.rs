@@ -24,6 +24,11 @@ impl BoundedVsock {
     pub fn new(uds: impl Into<PathBuf>, port: u32, read_timeout: Duration) -> Self {
         BoundedVsock { uds: uds.into(), port, read_timeout }
     }
+
+    /// The same guest port with another read bound (long-running commands).
+    pub fn with_read_timeout(&self, read_timeout: Duration) -> Self {
+        BoundedVsock { read_timeout, ..self.clone() }
+    }
 }
 
 impl Connector for BoundedVsock {
@@ -53,6 +58,9 @@ pub struct GuestOptions {
     pub workload: Option<String>,
     /// How long to wait for the agent to answer.
     pub ready_timeout: Duration,
+    /// A prebuilt root file system image (squashfs) to boot instead of the busybox tree
+    /// built from the payloads (e.g. a Debian root from `scripts/workload-test.sh`).
+    pub image: Option<PathBuf>,
 }
 
 impl Default for GuestOptions {
@@ -65,7 +73,8 @@ impl GuestOptions {
     /// Defaults for booting `payloads` on their usual QEMU machine.
     pub fn for_payloads(payloads: GuestPayloads) -> Self {
         GuestOptions { payloads, machine: payloads.machine, mem_mib: 256, cpus: 1,
-                       extra_cmdline: String::new(), workload: None, ready_timeout: Duration::from_secs(120) }
+                       extra_cmdline: String::new(), workload: None, ready_timeout: Duration::from_secs(120),
+                       image: None }
     }
 }
 
@@ -115,10 +124,16 @@ impl Guest {
         t.initramfs = start.elapsed();
 
         let start = Instant::now();
-        let tree = dir.path().join("rootfs");
-        rootfs::busybox_tree(&tree, p.busybox)?;
-        let image = dir.path().join("rootfs.squashfs");
-        rootfs::squashfs(&tree, &image)?;
+        let image = match &opts.image {
+            Some(image) => image.clone(),
+            None => {
+                let tree = dir.path().join("rootfs");
+                rootfs::busybox_tree(&tree, p.busybox)?;
+                let image = dir.path().join("rootfs.squashfs");
+                rootfs::squashfs(&tree, &image)?;
+                image
+            }
+        };
         t.rootfs = start.elapsed();
 
         let start = Instant::now();

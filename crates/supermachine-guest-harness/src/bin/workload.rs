@@ -1,0 +1,197 @@
+//! Runs workload checks in a supermachine-style guest booted from a real root file system image,
+//! one kernel at a time; `scripts/workload-test.sh` calls it once per kernel and compares.
+//!
+//! ```text
+//! workload --arch x86_64|aarch64 --kernel FILE --image SQUASHFS --checks NAME[,NAME…]
+//!          [--label NAME] [--mem MIB] [--cpus N] [--check-timeout S] [--json OUT]
+//! ```
+//! The image must hold `/opt/sm-workload/checks.sh` (copied in by the script): each check is
+//! `sh /opt/sm-workload/checks.sh run NAME`, run through the agent (ours, from the crate of
+//! `--arch`, so only the kernel differs between runs). A check passes when it exits 0. A check
+//! whose exec fails (the guest stopped answering) is a failure, and the guest is rebooted for
+//! the checks after it. Prints one JSON object (also written to `--json`).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use supermachine_agent_client::{proto::ExecRequest, Client};
+use supermachine_guest_harness::guest::{Guest, GuestOptions};
+use supermachine_guest_harness::payloads::{self, GuestPayloads};
+
+const CHECKS_SH: &str = "/opt/sm-workload/checks.sh";
+/// Output kept per check in the report (the end of stdout+stderr).
+const TAIL_BYTES: usize = 2000;
+
+struct Args {
+    payloads: GuestPayloads,
+    image: PathBuf,
+    checks: Vec<String>,
+    label: String,
+    mem_mib: u32,
+    cpus: u32,
+    check_timeout: Duration,
+    json: Option<PathBuf>,
+}
+
+fn die(msg: &str) -> ! {
+    eprintln!("workload: {msg}");
+    std::process::exit(2)
+}
+
+fn parse_args() -> Args {
+    let mut arch = String::from("x86_64");
+    let (mut kernel, mut image, mut json) = (None::<PathBuf>, None::<PathBuf>, None::<PathBuf>);
+    let (mut checks, mut label) = (Vec::new(), String::from("guest"));
+    let (mut mem_mib, mut cpus, mut check_timeout) = (1024u32, 2u32, 600u64);
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        let mut val = || it.next().unwrap_or_else(|| die(&format!("{a} needs a value")));
+        match a.as_str() {
+            "--arch" => arch = val(),
+            "--kernel" => kernel = Some(val().into()),
+            "--image" => image = Some(val().into()),
+            "--checks" => checks = val().split(',').filter(|s| !s.is_empty()).map(String::from).collect(),
+            "--label" => label = val(),
+            "--mem" => mem_mib = val().parse().unwrap_or_else(|_| die("--mem takes MiB")),
+            "--cpus" => cpus = val().parse().unwrap_or_else(|_| die("--cpus takes a count")),
+            "--check-timeout" => check_timeout = val().parse().unwrap_or_else(|_| die("--check-timeout takes seconds")),
+            "--json" => json = Some(val().into()),
+            _ => die(&format!("unknown argument {a} (see the header of src/bin/workload.rs)")),
+        }
+    }
+    let base = match arch.as_str() {
+        "x86_64" => payloads::x86_64(),
+        "aarch64" => payloads::aarch64(),
+        _ => die(&format!("--arch {arch}: x86_64 or aarch64")),
+    };
+    let kernel = kernel.unwrap_or_else(|| die("--kernel FILE is required"));
+    let bytes = std::fs::read(&kernel).unwrap_or_else(|e| die(&format!("{}: {e}", kernel.display())));
+    let payloads = GuestPayloads { kernel: Box::leak(bytes.into_boxed_slice()), ..base };
+    let image = image.unwrap_or_else(|| die("--image SQUASHFS is required"));
+    if checks.is_empty() {
+        die("--checks NAME[,NAME…] is required");
+    }
+    Args { payloads, image, checks, label, mem_mib, cpus, check_timeout: Duration::from_secs(check_timeout), json }
+}
+
+fn boot(args: &Args) -> Result<Guest, String> {
+    let opts = GuestOptions {
+        mem_mib: args.mem_mib,
+        cpus: args.cpus,
+        image: Some(args.image.clone()),
+        ready_timeout: Duration::from_secs(180),
+        ..GuestOptions::for_payloads(args.payloads)
+    };
+    Guest::boot(&opts).map_err(|e| format!("boot failed: {e}"))
+}
+
+struct CheckResult {
+    name: String,
+    ok: bool,
+    secs: f64,
+    detail: String,
+}
+
+fn tail(bytes: &[u8]) -> String {
+    let start = bytes.len().saturating_sub(TAIL_BYTES);
+    String::from_utf8_lossy(&bytes[start..]).into_owned()
+}
+
+/// Runs one check; `Err` means the guest stopped answering (reboot before the next one).
+fn run_check(guest: &Guest, name: &str, timeout: Duration) -> Result<CheckResult, CheckResult> {
+    // The in-guest `timeout` ends the check first; the host bound only catches a dead guest.
+    let client = Client::new(guest.client.connector().with_read_timeout(timeout + Duration::from_secs(60)));
+    let mut req = ExecRequest::new(["/bin/sh", CHECKS_SH, "run", name]);
+    req.env.insert("SM_CHECK_TIMEOUT".into(), timeout.as_secs().to_string());
+    req.env.insert("PATH".into(), "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    let start = Instant::now();
+    match client.exec(&req, None) {
+        Ok(out) => {
+            let mut all = out.stdout.clone();
+            all.extend_from_slice(&out.stderr);
+            Ok(CheckResult { name: name.into(), ok: out.status.success(), secs: start.elapsed().as_secs_f64(),
+                             detail: tail(&all) })
+        }
+        Err(e) => Err(CheckResult { name: name.into(), ok: false, secs: start.elapsed().as_secs_f64(),
+                                    detail: format!("guest stopped answering: {e}\nconsole:\n{}",
+                                                    tail(guest.vm.console_text().as_bytes())) }),
+    }
+}
+
+fn json_str(s: &str) -> String {
+    let mut o = String::with_capacity(s.len() + 2);
+    o.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => o.push_str("\\\""),
+            '\\' => o.push_str("\\\\"),
+            '\n' => o.push_str("\\n"),
+            '\t' => o.push_str("\\t"),
+            c if (c as u32) < 0x20 => o.push_str(&format!("\\u{:04x}", c as u32)),
+            c => o.push(c),
+        }
+    }
+    o.push('"');
+    o
+}
+
+fn report(args: &Args, ready: Option<Duration>, results: &[CheckResult], kernel_release: &str) -> String {
+    let checks: Vec<String> = results.iter().map(|r| format!(
+        "{{\"name\":{},\"ok\":{},\"secs\":{:.1},\"detail\":{}}}",
+        json_str(&r.name), r.ok, r.secs, json_str(&r.detail))).collect();
+    format!("{{\"label\":{},\"arch\":{},\"kernel_release\":{},\"ready_ms\":{},\"checks\":[{}]}}",
+            json_str(&args.label), json_str(args.payloads.arch), json_str(kernel_release),
+            ready.map(|d| d.as_millis().to_string()).unwrap_or_else(|| "null".into()), checks.join(","))
+}
+
+fn uname_r(guest: &Guest) -> String {
+    guest.client.exec(&ExecRequest::new(["/bin/uname", "-r"]), None)
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+fn main() {
+    let args = parse_args();
+    for tool in [args.payloads.qemu, "vhost-device-vsock"] {
+        if supermachine_guest_harness::require_tool(tool).is_none() {
+            die(&format!("{tool} is needed (scripts/install-prereqs.sh installs it)"));
+        }
+    }
+    if !Path::new(&args.image).is_file() {
+        die(&format!("{}: no such image", args.image.display()));
+    }
+    let mut results = Vec::new();
+    let mut guest = match boot(&args) {
+        Ok(g) => Some(g),
+        Err(e) => die(&e),
+    };
+    let ready = guest.as_ref().map(|g| g.timings.kernel_to_agent_ready);
+    let release = guest.as_ref().map(uname_r).unwrap_or_default();
+    eprintln!("workload[{}]: {} ready in {:?}", args.label, release, ready.unwrap_or_default());
+    for name in &args.checks {
+        if guest.is_none() {
+            guest = match boot(&args) {
+                Ok(g) => Some(g),
+                Err(e) => {
+                    results.push(CheckResult { name: name.clone(), ok: false, secs: 0.0, detail: e });
+                    continue;
+                }
+            };
+        }
+        let g = guest.as_ref().expect("booted above");
+        let r = match run_check(g, name, args.check_timeout) {
+            Ok(r) => r,
+            Err(r) => {
+                guest = None; // dropped: QEMU killed; the next check boots afresh
+                r
+            }
+        };
+        eprintln!("workload[{}]: {:<28} {} ({:.1} s)", args.label, r.name, if r.ok { "ok" } else { "FAIL" }, r.secs);
+        results.push(r);
+    }
+    drop(guest);
+    let json = report(&args, ready, &results, &release);
+    if let Some(path) = &args.json {
+        std::fs::write(path, &json).unwrap_or_else(|e| die(&format!("{}: {e}", path.display())));
+    }
+    println!("{json}");
+}
