@@ -16,7 +16,7 @@ use std::os::unix::fs::FileExt;
 use supermachine_agent_proto::{b64, FrameType, CHUNK_SIZE, MAX_INLINE_READ};
 
 /// Raw bytes read and encoded per piece (a multiple of 3: no padding until the end).
-const BLOCK: usize = 24 * 1024;
+const BLOCK: usize = 12 * 1024;
 
 const PREFIX: &[u8] = br#"{"ok":true,"data_b64":""#;
 

@@ -173,7 +173,7 @@ fn skip(input: &mut Input, mut left: usize) {
 }
 
 /// Decoded bytes are handed on in pieces of about this size.
-const DECODED_FLUSH: usize = 48 * 1024;
+const DECODED_FLUSH: usize = 16 * 1024;
 
 impl Scanner<'_> {
     fn feed(&mut self, mut buf: &[u8]) -> Result<(), ScanError> {

@@ -13,7 +13,7 @@ pub struct Spool {
 }
 
 /// Piece size for copies through user space.
-const COPY_BUF: usize = 32 * 1024;
+const COPY_BUF: usize = 16 * 1024;
 
 impl Spool {
     pub fn new() -> io::Result<Spool> {

@@ -18,6 +18,7 @@ fn reading_a_fifo_or_a_device_is_refused_without_blocking() {
     let d = Arc::new(TempDir::new("fifo"));
     let fifo = d.s("fifo");
     let c = std::ffi::CString::new(fifo.clone()).unwrap();
+    // SAFETY: `c` is a NUL-terminated path.
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
     for (path, kind) in [(fifo.clone(), "fifo"), ("/dev/ptmx".to_string(), "character device"), ("/dev/null".to_string(), "character device")] {
         let (d1, p1) = (d.clone(), path.clone());
@@ -97,6 +98,7 @@ fn abandoned_chunk_uploads_are_removed() {
     // ... goes once it had no chunk for the idle timeout (5 min; its temp file is aged here).
     let tmp = std::ffi::CString::new(d.s(&files[0])).unwrap();
     let old = libc::timespec { tv_sec: now_secs() - 600, tv_nsec: 0 };
+    // SAFETY: `tmp` is a NUL-terminated path, the times array has the two entries utimensat reads.
     assert_eq!(unsafe { libc::utimensat(libc::AT_FDCWD, tmp.as_ptr(), [old, old].as_ptr(), 0) }, 0);
     c.probe().unwrap();
     assert!(chunk_files(&d).is_empty(), "{:?}", chunk_files(&d));

@@ -63,10 +63,42 @@ fn connections_over_the_cap_get_an_error_and_threads_stay_bounded() {
     assert_eq!(refused, 1000 - CAP);
     let threads = proc_status_kib(apid, "Threads:").unwrap();
     let rss = proc_status_kib(apid, "VmRSS:").unwrap();
-    eprintln!("{} idle connections + {refused} refused: agent {threads} threads, VmRSS {rss} KiB", idle.len());
+    let hwm = proc_status_kib(apid, "VmHWM:").unwrap();
+    eprintln!("{} idle connections + {refused} refused: agent {threads} threads, VmRSS {rss} KiB, VmHWM {hwm} KiB", idle.len());
     assert!(threads <= CAP as u64 + 4, "{threads} threads");
     // Once they close, their slots are free again.
     drop(idle);
     assert!(wait_until(Duration::from_secs(10), || proc_status_kib(apid, "Threads:").unwrap() <= 4));
     assert!(agent.client().probe().unwrap().protocol >= 5);
+}
+
+#[test]
+fn a_hundred_concurrent_execs_keep_the_agent_small() {
+    let d = TempDir::new("execs");
+    let agent = ListeningAgent::spawn(&d, &Opts::default());
+    let apid = agent.agent_pid().expect("agent running");
+    let base = proc_status_kib(apid, "VmHWM:").unwrap();
+    let script = "echo started; head -c 200000 /dev/zero | tr '\\0' x; sleep 2; echo done";
+    let execs: Vec<_> = (0..100)
+        .map(|_| {
+            let sock = agent.socket.clone();
+            std::thread::spawn(move || {
+                let c = supermachine_agent_client::Client::new(move || UnixStream::connect(&sock));
+                c.exec(&supermachine_agent_proto::ExecRequest::new(["sh", "-c", script]), Some(b"input")).unwrap()
+            })
+        })
+        .collect();
+    let mut threads = 0;
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_millis(1500) {
+        threads = threads.max(proc_status_kib(apid, "Threads:").unwrap());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for h in execs {
+        let out = h.join().unwrap();
+        assert_eq!((out.status.code, out.stdout.len()), (0, "started\n".len() + 200_000 + "done\n".len()));
+    }
+    let hwm = proc_status_kib(apid, "VmHWM:").unwrap();
+    eprintln!("100 concurrent execs: agent VmHWM {hwm} KiB (at start {base} KiB), up to {threads} threads");
+    assert!(hwm < base + 16 * 1024, "agent peak RSS {hwm} KiB (at start {base} KiB)");
 }
