@@ -145,21 +145,23 @@ impl ExecRequest {
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum ControlRequest {
     Probe,
+    // The file data comes last in each request (fields serialise in this order): an agent
+    // that streams it to the target then knows the target before the data arrives.
     WriteFile {
         path: String,
-        data_b64: String,
         #[serde(default, deserialize_with = "mode_opt", skip_serializing_if = "Option::is_none")]
         mode: Option<u32>,
+        data_b64: String,
     },
     WriteFileChunk {
         path: String,
         offset: u64,
-        data_b64: String,
         #[serde(default, deserialize_with = "null_default")]
         last: bool,
         token: String,
         #[serde(default, deserialize_with = "mode_opt", skip_serializing_if = "Option::is_none")]
         mode: Option<u32>,
+        data_b64: String,
     },
     ReadFile {
         path: String,

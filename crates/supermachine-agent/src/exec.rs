@@ -14,7 +14,6 @@ use crate::reaper::{self, Waiter};
 use crate::sys::{self, ChildStdio, SpawnSpec};
 use std::collections::BTreeMap;
 use std::ffi::CString;
-use std::os::unix::ffi::OsStrExt;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -88,46 +87,33 @@ impl Shared {
     }
 }
 
-/// The environment of the exec's processes: the agent's own, a default `PATH` and `HOME` (and
-/// `TERM` on a tty) where it has none, then the request's variables over it. Linear in the
-/// number of variables (one map, no search per variable). Also returns the `PATH` to search.
-fn build_env(req: &ExecRequest) -> (Vec<CString>, String) {
-    let mut env: BTreeMap<&[u8], &[u8]> = BTreeMap::new();
-    let own: Vec<(std::ffi::OsString, std::ffi::OsString)> = std::env::vars_os().collect();
-    for (k, v) in &own {
-        env.insert(k.as_bytes(), v.as_bytes());
+/// The environment of the exec's processes: the request's variables over the agent's own, and
+/// a default `PATH` and `HOME` (and `TERM` on a tty) where neither has one. Linear in the number
+/// of variables (one map, no search per variable). Also returns the `PATH` to search.
+fn build_env(req_env: BTreeMap<String, String>, tty: bool) -> (Vec<CString>, String) {
+    let mut env = req_env;
+    for (k, v) in std::env::vars_os() {
+        env.entry(k.to_string_lossy().into_owned()).or_insert_with(|| v.to_string_lossy().into_owned());
     }
-    env.entry(b"PATH").or_insert(DEFAULT_PATH.as_bytes());
-    env.entry(b"HOME").or_insert(b"/root");
-    if req.tty {
-        env.entry(b"TERM").or_insert(b"xterm-256color");
+    env.entry("PATH".into()).or_insert_with(|| DEFAULT_PATH.into());
+    env.entry("HOME".into()).or_insert_with(|| "/root".into());
+    if tty {
+        env.entry("TERM".into()).or_insert_with(|| "xterm-256color".into());
     }
-    for (k, v) in &req.env {
-        env.insert(k.as_bytes(), v.as_bytes());
-    }
-    let path = String::from_utf8_lossy(env.get(&b"PATH"[..]).copied().unwrap_or_default()).into_owned();
-    let c = env
-        .into_iter()
-        .filter_map(|(k, v)| {
-            let mut kv = Vec::with_capacity(k.len() + 1 + v.len() + 1);
-            kv.extend_from_slice(k);
-            kv.push(b'=');
-            kv.extend_from_slice(v);
-            CString::new(kv).ok()
-        })
-        .collect();
+    let path = env.get("PATH").cloned().unwrap_or_default();
+    let c = env.into_iter().filter_map(|(k, v)| CString::new(format!("{k}={v}")).ok()).collect();
     (c, path)
 }
 
 /// Runs an exec request on `conn` to completion.
-pub fn run(conn: Arc<Conn>, rd: Input, req: ExecRequest, stage: StageData) {
+pub fn run(conn: Arc<Conn>, rd: Input, mut req: ExecRequest, stage: StageData) {
     for (i, f) in req.stage_files.iter().enumerate() {
         if let Err(e) = stage.write(i, f) {
             return conn.send_error(&e);
         }
     }
     drop(stage);
-    let (envp, path_var) = build_env(&req);
+    let (envp, path_var) = build_env(std::mem::take(&mut req.env), req.tty);
     let cwd = match req.cwd.as_deref().filter(|c| !c.is_empty()).map(sys::cstring).transpose() {
         Ok(c) => c,
         Err(e) => return conn.send_error(&format!("cwd: {e}")),

@@ -11,8 +11,7 @@ use crate::limits::RESEED_MAX;
 use crate::spool::Spool;
 use crate::tmpfile::{self, TmpFile};
 use crate::upload::{self, Claim};
-use serde_json::Value;
-use supermachine_agent_proto::{b64, StageFile, ACTIONS};
+use supermachine_agent_proto::{b64, parse_control_request, ControlRequest, StageFile};
 
 /// The decoded `data_b64` of a CONTROL request, where it went.
 #[derive(Default)]
@@ -46,18 +45,18 @@ impl Extract for ControlData {
         if std::mem::replace(&mut self.seen, true) {
             return Err("invalid request: duplicate field `data_b64`".into());
         }
-        let v: Value = serde_json::from_slice(partial).unwrap_or(Value::Null);
-        let s = |k: &str| v.get(k).and_then(Value::as_str);
-        self.data = match (s("action"), s("path"), v.get("offset").and_then(Value::as_u64), s("token")) {
-            (Some("write_file"), Some(path), ..) => {
-                Data::File(TmpFile::beside(path).map_err(|e| format!("write_file {path}: {e}"))?)
+        // The fields sent so far (the data as ""): all a request needs when it sends its data
+        // last, as our client does.
+        self.data = match parse_control_request(partial) {
+            Ok(ControlRequest::WriteFile { path, .. }) => {
+                Data::File(TmpFile::beside(&path).map_err(|e| format!("write_file {path}: {e}"))?)
             }
-            (Some("write_file_chunk"), Some(path), Some(offset), Some(token)) => {
-                Data::Chunk(upload::claim(path, token, offset).map_err(|e| format!("write_file_chunk {path}: {e}"))?)
+            Ok(ControlRequest::WriteFileChunk { path, offset, token, .. }) => {
+                Data::Chunk(upload::claim(&path, &token, offset).map_err(|e| format!("write_file_chunk {path}: {e}"))?)
             }
-            (Some("reseed"), ..) => Data::Memory(Vec::new()),
-            (Some(a), ..) if ACTIONS.contains(&a) && !matches!(a, "write_file" | "write_file_chunk") => Data::Discard,
-            _ => Data::Spool(Spool::new().map_err(|e| format!("cannot create a spool file: {e}"))?),
+            Ok(ControlRequest::Reseed { .. }) => Data::Memory(Vec::new()),
+            Ok(_) => Data::Discard,
+            Err(_) => Data::Spool(Spool::new().map_err(|e| format!("cannot create a spool file: {e}"))?),
         };
         Ok(())
     }
