@@ -7,9 +7,10 @@
 #
 # 1. Builds a Debian bookworm root with mmdebstrap from the Debian package registry (cached in
 #    $SM_WORKLOAD_CACHE, default target/workload/cache; the installed package set is recorded
-#    in the output as packages-<arch>-<tier>.txt), adds scripts/workload/checks.sh and a static
-#    busybox of the other architecture (from our other arch crate) under /opt/sm-workload, and
-#    packs it as a zstd squashfs image, as the runtime packs image layers.
+#    in the output as packages-<arch>-<tier>.txt), adds a static busybox of the other
+#    architecture (from our other arch crate) and a tiny container image tree under
+#    /opt/sm-workload, and packs it as a zstd squashfs image, as the runtime packs image layers.
+#    scripts/workload/checks.sh is copied into each booted guest, not into the image.
 # 2. Boots that image with each kernel (`workload` harness binary: our initramfs flow, our
 #    agent and busybox, only the kernel differs) and runs every check of the tier through the
 #    agent: scripts/workload/checks.sh says what each one does (`sh checks.sh list full`).
@@ -84,7 +85,9 @@ if [ ! -s "$tarball" ]; then
         bookworm "$tarball.tmp"
     mv "$tarball.tmp" "$tarball"
 fi
-image=$CACHE/image-$DEB_ARCH-$TIER-$key-$(cat "$0" "$ROOT/scripts/workload/checks.sh" "$ROOT/crates/supermachine-kernel-${OTHER//_/-}/payload/busybox.xz" | sha256sum | cut -c1-12).squashfs
+# Bump PACK when what goes into the image (below) changes: cached images are keyed by it.
+PACK=2
+image=$CACHE/image-$DEB_ARCH-$TIER-$key-p$PACK-$(cat "$ROOT"/crates/supermachine-kernel-{x86-64,aarch64}/payload/busybox.xz | sha256sum | cut -c1-12).squashfs
 if [ ! -s "$image" ]; then
     log "packing $image"
     tree=$(mktemp -d "$CACHE/tree.XXXXXX")
@@ -94,7 +97,6 @@ if [ ! -s "$image" ]; then
     find "$tree/usr/bin" -name 'qemu-*-static' ! -name "qemu-$OTHER-static" -delete
     sm=$tree/opt/sm-workload
     mkdir -p "$sm/image/bin" "$sm/image/www"
-    install -m 0755 "$ROOT/scripts/workload/checks.sh" "$sm/checks.sh"
     # Named busybox: busybox picks the applet from argv[0], which the P flag preserves.
     mkdir -p "$sm/foreign"
     xz -dc "$ROOT/crates/supermachine-kernel-${OTHER//_/-}/payload/busybox.xz" >"$sm/foreign/busybox"
@@ -145,6 +147,7 @@ results=()
 for k in $KERNELS; do
     log "$ARCH, $k kernel: $(echo "$CHECKS" | tr ',' '\n' | wc -l) checks"
     "$bin" --arch "$ARCH" --kernel "$KDIR/$k" --image "$image" --label "$k" --checks "$CHECKS" \
+        --script "$ROOT/scripts/workload/checks.sh" \
         --mem "$mem" --cpus 2 --check-timeout "$timeout_s" --json "$OUT/$k.json" >/dev/null
     results+=("$k=$OUT/$k.json")
 done

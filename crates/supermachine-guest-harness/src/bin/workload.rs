@@ -2,10 +2,12 @@
 //! one kernel at a time; `scripts/workload-test.sh` calls it once per kernel and compares.
 //!
 //! ```text
-//! workload --arch x86_64|aarch64 --kernel FILE --image SQUASHFS --checks NAME[,NAME…]
-//!          [--label NAME] [--mem MIB] [--cpus N] [--check-timeout S] [--json OUT]
+//! workload --arch x86_64|aarch64 --kernel FILE --image SQUASHFS --script CHECKS_SH
+//!          --checks NAME[,NAME…] [--label NAME] [--mem MIB] [--cpus N] [--check-timeout S]
+//!          [--json OUT]
 //! ```
-//! The image must hold `/opt/sm-workload/checks.sh` (copied in by the script): each check is
+//! After each boot the check script is written to `/opt/sm-workload/checks.sh` in the guest
+//! (so the cached image does not depend on it); each check is
 //! `sh /opt/sm-workload/checks.sh run NAME`, run through the agent (ours, from the crate of
 //! `--arch`, so only the kernel differs between runs). A check passes when it exits 0. A check
 //! whose exec fails (the guest stopped answering) is a failure, and the guest is rebooted for
@@ -24,6 +26,7 @@ const TAIL_BYTES: usize = 2000;
 struct Args {
     payloads: GuestPayloads,
     image: PathBuf,
+    script: Vec<u8>,
     checks: Vec<String>,
     label: String,
     mem_mib: u32,
@@ -40,6 +43,7 @@ fn die(msg: &str) -> ! {
 fn parse_args() -> Args {
     let mut arch = String::from("x86_64");
     let (mut kernel, mut image, mut json) = (None::<PathBuf>, None::<PathBuf>, None::<PathBuf>);
+    let mut script = None::<PathBuf>;
     let (mut checks, mut label) = (Vec::new(), String::from("guest"));
     let (mut mem_mib, mut cpus, mut check_timeout) = (1024u32, 2u32, 600u64);
     let mut it = std::env::args().skip(1);
@@ -49,6 +53,7 @@ fn parse_args() -> Args {
             "--arch" => arch = val(),
             "--kernel" => kernel = Some(val().into()),
             "--image" => image = Some(val().into()),
+            "--script" => script = Some(val().into()),
             "--checks" => checks = val().split(',').filter(|s| !s.is_empty()).map(String::from).collect(),
             "--label" => label = val(),
             "--mem" => mem_mib = val().parse().unwrap_or_else(|_| die("--mem takes MiB")),
@@ -67,10 +72,12 @@ fn parse_args() -> Args {
     let bytes = std::fs::read(&kernel).unwrap_or_else(|e| die(&format!("{}: {e}", kernel.display())));
     let payloads = GuestPayloads { kernel: Box::leak(bytes.into_boxed_slice()), ..base };
     let image = image.unwrap_or_else(|| die("--image SQUASHFS is required"));
+    let script = script.unwrap_or_else(|| die("--script CHECKS_SH is required"));
+    let script = std::fs::read(&script).unwrap_or_else(|e| die(&format!("{}: {e}", script.display())));
     if checks.is_empty() {
         die("--checks NAME[,NAME…] is required");
     }
-    Args { payloads, image, checks, label, mem_mib, cpus, check_timeout: Duration::from_secs(check_timeout), json }
+    Args { payloads, image, script, checks, label, mem_mib, cpus, check_timeout: Duration::from_secs(check_timeout), json }
 }
 
 fn boot(args: &Args) -> Result<Guest, String> {
@@ -81,7 +88,13 @@ fn boot(args: &Args) -> Result<Guest, String> {
         ready_timeout: Duration::from_secs(180),
         ..GuestOptions::for_payloads(args.payloads)
     };
-    Guest::boot(&opts).map_err(|e| format!("boot failed: {e}"))
+    let guest = Guest::boot(&opts).map_err(|e| format!("boot failed: {e}"))?;
+    let install = ExecRequest::new(["/bin/sh", "-c", "mkdir -p /opt/sm-workload && cat > /opt/sm-workload/checks.sh"]);
+    match guest.client.exec(&install, Some(&args.script)) {
+        Ok(out) if out.status.success() => Ok(guest),
+        Ok(out) => Err(format!("installing the check script failed: {}", String::from_utf8_lossy(&out.stderr))),
+        Err(e) => Err(format!("installing the check script failed: {e}")),
+    }
 }
 
 struct CheckResult {
