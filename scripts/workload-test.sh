@@ -142,7 +142,7 @@ log "building the workload harness"
 (cd "$ROOT" && cargo build --quiet --locked -p supermachine-guest-harness --bin workload)
 bin=$ROOT/target/debug/workload
 mem=1024; [ "$TIER" = full ] && mem=2048
-timeout_s=300; [ "$TIER" = full ] && timeout_s=1200
+timeout_s=300; [ "$TIER" = full ] && timeout_s=900
 results=()
 for k in $KERNELS; do
     log "$ARCH, $k kernel: $(echo "$CHECKS" | tr ',' '\n' | wc -l) checks"

@@ -255,8 +255,12 @@ check_ia32() {
     $SM/busybox-i386 echo "32-bit busybox runs"
 }
 
+stop_docker() { # leave no daemons behind for the checks after this one
+    pkill -x dockerd 2>/dev/null || true; sleep 2; pkill -x containerd 2>/dev/null || true
+}
 check_docker() {
     cgroot
+    trap stop_docker EXIT
     mkdir -p /var/lib/docker; mountpoint -q /var/lib/docker || mount -t tmpfs -o size=512m tmpfs /var/lib/docker
     # containerd first, then dockerd on its socket: under TCG, dockerd's own start-up wait for
     # a child containerd can run out.
@@ -290,8 +294,10 @@ check_docker() {
         'for i in 1 2 3 4 5 6 7 8 9 10 11 12; do /bin/busybox sleep 3 & done; wait' 2>/tmp/pids.err; then
         fail "12 processes started under --pids-limit 8"
     fi
-    if docker run --rm --memory 32m --memory-swap 32m smt:latest /bin/busybox sh -c \
-        '/bin/busybox dd if=/dev/zero bs=1M count=64 | /bin/busybox sh -c "v=\$(/bin/busybox cat); echo \${#v}"'; then
+    # tmpfs pages are charged to the container's memory cgroup and cannot be reclaimed without
+    # swap: writing 64 MiB to /dev/shm under --memory 32m must get the writer OOM-killed.
+    if docker run --rm --memory 32m --memory-swap 32m --shm-size 128m smt:latest \
+        /bin/busybox dd if=/dev/zero of=/dev/shm/fill bs=1M count=64; then
         fail "64 MiB held under --memory 32m"
     fi
     echo "docker: run, bridge, published port, memory and pids limits all work"

@@ -81,7 +81,8 @@ fn requested_options() -> Vec<String> {
 fn check_full_probe(p: &Probe) {
     let fs = p.set("filesystems");
     for want in ["ext4", "squashfs", "overlay", "tmpfs", "proc", "sysfs", "devtmpfs", "devpts",
-                 "fuse", "virtiofs", "cgroup2"] {
+                 "fuse", "virtiofs", "cgroup2", "binfmt_misc", "hugetlbfs", "autofs", "vfat", "iso9660",
+                 "erofs", "bpf"] {
         assert!(fs.contains(want), "/proc/filesystems lacks {want}: {fs:?}");
     }
     let drivers = p.set("drivers");
@@ -121,9 +122,10 @@ fn microvm_the_supermachine_way_with_cmdline_devices_and_unknown_tokens() {
     assert!(cmdline.contains("virtio_mmio.device="), "QEMU did not declare the device on the cmdline");
 }
 
-/// The small-memory promise: the whole probe runs in 24 MiB of guest RAM.
+/// The small-memory promise: the whole probe runs in 32 MiB of guest RAM (the kernel's budget
+/// for the full agent flow, docs/KERNEL.md; the probe alone needs 29 MiB).
 #[test]
-fn boots_in_24_mib() {
-    let Some(p) = boot(Machine::Microvm { acpi: true }, 24, "", false) else { return };
+fn boots_in_32_mib() {
+    let Some(p) = boot(Machine::Microvm { acpi: true }, 32, "", false) else { return };
     assert!(p.set("filesystems").contains("squashfs"));
 }
