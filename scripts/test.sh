@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The test command: install prerequisites, check payload manifests, run every test
-# (including the QEMU boots; with CI=true a missing tool fails instead of skipping).
+# (including the QEMU boots; with CI=true a missing tool fails instead of skipping), then the
+# quick tier of the workload conformance suite on our x86_64 kernel (a real Debian root;
+# the full suite against the published kernel is `scripts/workload-test.sh --tier full`).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -9,3 +11,5 @@ echo "==> payload manifests"
 python3 scripts/lib/payload.py check
 echo "==> cargo test --workspace"
 cargo test --workspace --locked "$@"
+echo "==> workload conformance, quick tier (scripts/workload-test.sh)"
+scripts/workload-test.sh --tier quick --kernel ours
