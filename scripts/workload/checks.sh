@@ -16,9 +16,9 @@ QUICK="kallsyms binfmt_misc bpf nftables iptables_nft iptables_legacy bridge_vet
 hugetlbfs fanotify dnotify cgroup_v2_limits unshare_all keys"
 # CPython regression tests of the kernel-facing modules (one check each).
 CPYTHON="test_os test_posix test_socket test_select test_selectors test_signal test_subprocess \
-test_mmap test_fcntl test_pty test_termios test_resource test_time test_threading test_io \
+test_mmap test_fcntl test_pty test_ioctl test_resource test_time test_threading test_io \
 test_tempfile test_shutil test_fileio test_file test_epoll test_poll test_socketserver test_pwd \
-test_grp test_tty test_fork1 test_wait3 test_wait4 test_threadsignals test_thread test_sched \
+test_grp test_unicode_file_functions test_fork1 test_wait3 test_wait4 test_threadsignals test_thread test_sched \
 test_stat test_pathlib test_glob test_genericpath test_posixpath test_largefile test_eintr \
 test_faulthandler test_concurrent_futures test_multiprocessing_fork test_asyncio"
 FULL="$QUICK vxlan wireguard policy_routing tc_clsact macvlan_dummy loop_vfat erofs iso9660 thp \
@@ -129,7 +129,7 @@ check_loop_vfat() {
 }
 check_erofs() {
     d=$(mktemp -d); mkdir "$d/src" "$d/mnt"; echo layer >"$d/src/f"
-    mkfs.erofs -q "$d/img" "$d/src"; mount -o loop,ro "$d/img" "$d/mnt"; grep -q layer "$d/mnt/f"
+    mkfs.erofs --quiet "$d/img" "$d/src"; mount -o loop,ro "$d/img" "$d/mnt"; grep -q layer "$d/mnt/f"
     umount "$d/mnt"; rm -rf "$d"
 }
 check_iso9660() { has_fs iso9660; }

@@ -16,12 +16,17 @@ def main():
     ap.add_argument("--packages", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--docs")
-    ap.add_argument("runs", nargs="+", help="LABEL=results.json")
+    ap.add_argument("runs", nargs="+", help="LABEL=results.json (a label given again: its checks replace the earlier ones, e.g. a rerun)")
     a = ap.parse_args()
     runs = {}
     for r in a.runs:
         label, path = r.split("=", 1)
-        runs[label] = json.load(open(path))
+        j = json.load(open(path))
+        if label in runs:
+            again = {c["name"]: c for c in j["checks"]}
+            runs[label]["checks"] = [again.pop(c["name"], c) for c in runs[label]["checks"]] + list(again.values())
+        else:
+            runs[label] = j
     labels = [l for l in ("published", "ours") if l in runs]
     names = []
     for l in labels:
