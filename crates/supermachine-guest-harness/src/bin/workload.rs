@@ -200,6 +200,11 @@ fn main() {
         };
         eprintln!("workload[{}]: {:<28} {} ({:.1} s)", args.label, r.name, if r.ok { "ok" } else { "FAIL" }, r.secs);
         results.push(r);
+        // Rewritten after every check: a long run stopped half-way keeps what it measured.
+        if let Some(path) = &args.json {
+            let partial = report(&args, ready, &results, &release);
+            std::fs::write(path, partial).unwrap_or_else(|e| die(&format!("{}: {e}", path.display())));
+        }
     }
     drop(guest);
     let json = report(&args, ready, &results, &release);
