@@ -16,6 +16,7 @@ def main():
     ap.add_argument("--packages", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--docs")
+    ap.add_argument("--checks", help="NAME,… : report only these rows (e.g. the tier's current list after a rename)")
     ap.add_argument("runs", nargs="+", help="LABEL=results.json (a label given again: its checks replace the earlier ones, e.g. a rerun)")
     a = ap.parse_args()
     runs = {}
@@ -33,6 +34,11 @@ def main():
         for c in runs[l]["checks"]:
             if c["name"] not in names:
                 names.append(c["name"])
+    if a.checks:
+        keep = a.checks.split(",")
+        names = [n for n in keep if any(n == c["name"] for l in labels for c in runs[l]["checks"])]
+        for l in labels:
+            runs[l]["checks"] = [c for c in runs[l]["checks"] if c["name"] in keep]
     by = {l: {c["name"]: c for c in runs[l]["checks"]} for l in labels}
 
     def cell(l, n):
