@@ -11,5 +11,7 @@ echo "==> payload manifests"
 python3 scripts/lib/payload.py check
 echo "==> cargo test --workspace"
 cargo test --workspace --locked "$@"
+echo "==> agent session fuzzer, short run (scripts/agent-fuzz.sh)"
+scripts/agent-fuzz.sh --sessions 2000 --seconds 45 --batch 500 --seed 1
 echo "==> workload conformance, quick tier (scripts/workload-test.sh)"
 scripts/workload-test.sh --tier quick --kernel ours

@@ -11,23 +11,45 @@ pub struct Conn {
     pub rfd: RawFd,
     pub wfd: RawFd,
     owned: bool,
-    wlock: Mutex<()>,
+    /// Held while a frame is written; true once the last frame (EXIT) went out: frames other
+    /// threads try to send after it (e.g. an input thread's ERROR) are dropped.
+    wlock: Mutex<bool>,
 }
 
 impl Conn {
     /// A connection on one socket the `Conn` takes ownership of.
     pub fn socket(fd: RawFd) -> Conn {
-        Conn { rfd: fd, wfd: fd, owned: true, wlock: Mutex::new(()) }
+        Conn { rfd: fd, wfd: fd, owned: true, wlock: Mutex::new(false) }
     }
 
     /// The process's stdin and stdout (not closed on drop).
     pub fn stdio() -> Conn {
-        Conn { rfd: 0, wfd: 1, owned: false, wlock: Mutex::new(()) }
+        Conn { rfd: 0, wfd: 1, owned: false, wlock: Mutex::new(false) }
+    }
+
+    /// The write lock, or an error when the last frame was sent already.
+    fn writer(&self) -> io::Result<std::sync::MutexGuard<'_, bool>> {
+        let g = self.wlock.lock().unwrap_or_else(|e| e.into_inner());
+        if *g {
+            return Err(io::Error::other("the conversation ended (its last frame was sent)"));
+        }
+        Ok(g)
     }
 
     /// Sends one frame.
     pub fn send(&self, kind: FrameType, payload: &[u8]) -> io::Result<()> {
-        let _g = self.wlock.lock().unwrap_or_else(|e| e.into_inner());
+        let _g = self.writer()?;
+        self.write_frame(kind, payload)
+    }
+
+    /// Sends the last frame of the conversation (EXIT): nothing is sent after it.
+    pub fn send_last(&self, kind: FrameType, payload: &[u8]) -> io::Result<()> {
+        let mut g = self.writer()?;
+        *g = true;
+        self.write_frame(kind, payload)
+    }
+
+    fn write_frame(&self, kind: FrameType, payload: &[u8]) -> io::Result<()> {
         if payload.len() <= 4096 {
             let mut b = [0u8; HEADER_LEN + 4096];
             b[..HEADER_LEN].copy_from_slice(&proto::header(kind, payload.len()));
@@ -48,7 +70,7 @@ impl Conn {
         len: usize,
         body: impl FnOnce(&mut dyn FnMut(&[u8]) -> io::Result<()>) -> io::Result<()>,
     ) -> io::Result<()> {
-        let _g = self.wlock.lock().unwrap_or_else(|e| e.into_inner());
+        let _g = self.writer()?;
         self.write_raw(&proto::header(kind, len))?;
         let mut sent = 0usize;
         body(&mut |piece: &[u8]| {
@@ -68,7 +90,7 @@ impl Conn {
     pub fn send_prefixed(&self, kind: FrameType, buf: &mut [u8]) -> io::Result<()> {
         let h = proto::header(kind, buf.len() - HEADER_LEN);
         buf[..HEADER_LEN].copy_from_slice(&h);
-        let _g = self.wlock.lock().unwrap_or_else(|e| e.into_inner());
+        let _g = self.writer()?;
         self.write_raw(buf)
     }
 

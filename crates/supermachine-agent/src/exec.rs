@@ -184,7 +184,9 @@ pub fn run(conn: Arc<Conn>, rd: Input, mut req: ExecRequest, stage: StageData) {
     }
     drop(stdin_r);
     if !sh.disconnected.load(Ordering::SeqCst) {
-        let _ = conn.send(FrameType::Exit, &proto::exit_payload(code, rss));
+        // The last frame: an ERROR the input thread may still want to send (a frame it decodes
+        // meanwhile) must not follow it.
+        let _ = conn.send_last(FrameType::Exit, &proto::exit_payload(code, rss));
     }
     sys::eventfd_signal(stop.as_raw_fd());
     if let Ok(h) = reader {

@@ -37,6 +37,36 @@ pub fn commit(file: &File, tmp: &Path, target: &Path, mode: Option<u32>) -> io::
     Ok(())
 }
 
+/// The longest file name Linux file systems take (`NAME_MAX`), in bytes.
+const NAME_MAX: usize = 255;
+
+/// The name of a temp file beside a target named `name`: `.<name><marker><tail>`. When that is
+/// longer than a file name may be (the target's own name can already be 255 bytes), `name` and
+/// `tail` are cut to 96 bytes each and a hash of both is added, so different names (and
+/// different tails, e.g. upload tokens) still give different temp names. `marker` (short) is
+/// always kept whole: it is how temp files are recognised.
+pub fn temp_name(name: &str, marker: &str, tail: &str) -> String {
+    let full = format!(".{name}{marker}{tail}");
+    if full.len() <= NAME_MAX {
+        return full;
+    }
+    // FNV-1a, 64 bits: a stable fingerprint (the host chooses these names; no adversary).
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.bytes().chain([0xff]).chain(tail.bytes()) {
+        h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+    }
+    format!(".{}~{h:016x}{marker}{}", cut(name, 96), cut(tail, 96))
+}
+
+/// At most `max` bytes of `s`, ending at a character boundary.
+fn cut(s: &str, max: usize) -> &str {
+    let mut n = s.len().min(max);
+    while !s.is_char_boundary(n) {
+        n -= 1;
+    }
+    &s[..n]
+}
+
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// A new temp file beside its target; removed on drop unless committed.
@@ -49,12 +79,13 @@ pub struct TmpFile {
 }
 
 impl TmpFile {
-    /// Creates `.<name>.sm-tmp.<pid>.<n>` (mode 0600) beside `target`, creating the folders.
+    /// Creates `.<name>.sm-tmp.<pid>.<n>` (mode 0600; see [`temp_name`] for long names) beside
+    /// `target`, creating the folders.
     pub fn beside(target: &str) -> io::Result<TmpFile> {
         let (dir, name) = split(target)?;
         fs::create_dir_all(&dir)?;
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let tmp = dir.join(format!(".{name}.sm-tmp.{}.{n}", std::process::id()));
+        let tmp = dir.join(temp_name(&name, ".sm-tmp.", &format!("{}.{n}", std::process::id())));
         let file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
         Ok(TmpFile { file, tmp, target: PathBuf::from(target), len: 0, committed: false })
     }

@@ -17,9 +17,9 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 /// `flock` on `f`; false when another holder has it (`LOCK_NB`).
 fn lock(f: &File, how: libc::c_int) -> io::Result<bool> {
@@ -28,6 +28,26 @@ fn lock(f: &File, how: libc::c_int) -> io::Result<bool> {
         Ok(_) => Ok(true),
         Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => Ok(false),
         Err(e) => Err(e),
+    }
+}
+
+/// How long a chunk waits for the lock of the previous one (see [`lock_soon`]).
+const LOCK_WAIT: Duration = Duration::from_secs(2);
+
+/// An exclusive `flock` on `f`, waiting up to [`LOCK_WAIT`] for it: a lock can outlive the
+/// chunk that held it by a moment, because a child the agent forks for an exec meanwhile holds
+/// a copy of every fd until its `execve` closes them. False when it is still held after that
+/// (another chunk of the upload is being written).
+fn lock_soon(f: &File) -> io::Result<bool> {
+    let t = Instant::now();
+    loop {
+        if lock(f, libc::LOCK_EX | libc::LOCK_NB)? {
+            return Ok(true);
+        }
+        if t.elapsed() >= LOCK_WAIT {
+            return Ok(false);
+        }
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 
@@ -89,14 +109,16 @@ pub fn sweep_idle() {
 
 fn temp_path(path: &str, token: &str) -> io::Result<(PathBuf, PathBuf)> {
     let (dir, name) = tmpfile::split(path)?;
+    // The limit is on the token as sent, not on its escaped form in the file name (which
+    // `temp_name` keeps within NAME_MAX).
+    if token.is_empty() || token.chars().count() > 128 {
+        return Err(bad("token must be 1..=128 characters".into()));
+    }
     let tok: String = token
         .bytes()
         .map(|b| if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' { (b as char).to_string() } else { format!("%{b:02x}") })
         .collect();
-    if tok.is_empty() || tok.len() > 128 {
-        return Err(bad("token must be 1..=128 characters".into()));
-    }
-    Ok((dir.join(format!(".{name}.sm-chunk.{tok}")), dir))
+    Ok((dir.join(tmpfile::temp_name(&name, ".sm-chunk.", &tok)), dir))
 }
 
 fn bad(msg: String) -> io::Error {
@@ -140,10 +162,19 @@ pub fn claim(path: &str, token: &str, offset: u64) -> io::Result<Claim> {
         let f = OpenOptions::new().write(true).open(&tmp).map_err(|e| {
             io::Error::new(e.kind(), format!("no upload in progress for token {token:?} (send offset 0 first): {e}"))
         })?;
-        if !lock(&f, libc::LOCK_EX | libc::LOCK_NB)? {
+        if !lock_soon(&f)? {
             return Err(bad(format!("a chunk of the upload with token {token:?} is being written now")));
         }
-        let size = f.metadata()?.len();
+        // While we waited for the lock, the chunk holding it may have failed and abandoned the
+        // upload (removed its file): then this is a file nobody will see.
+        let md = f.metadata()?;
+        if !fs::metadata(&tmp).is_ok_and(|now| (now.dev(), now.ino()) == (md.dev(), md.ino())) {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("no upload in progress for token {token:?} (it was abandoned: a chunk failed half-way)"),
+            ));
+        }
+        let size = md.len();
         if offset != size {
             return Err(bad(format!(
                 "chunk at offset {offset}, but the upload with token {token:?} has {size} bytes so far: chunks must follow each other without gaps"

@@ -382,3 +382,30 @@ fn on_a_tty_half_close_and_an_oversized_frame_are_stdin_eof() {
     let last = frames.last().unwrap();
     assert_eq!((last.kind, proto::parse_exit(&last.payload).unwrap().0), (FrameType::Exit, 0));
 }
+
+#[test]
+fn nothing_follows_exit_even_with_frames_still_coming() {
+    // The host keeps sending frames that each earn an ERROR "(ignored)" while `true` exits: the
+    // input thread must not send one after EXIT (found by scripts/agent-fuzz.sh).
+    let d = TempDir::new("afterexit");
+    let agent = ListeningAgent::spawn(&d, &Opts::default());
+    for round in 0..20 {
+        let mut s = agent.connect();
+        let mut w = s.try_clone().unwrap();
+        let feeder = std::thread::spawn(move || {
+            let _ = proto::write_frame(&mut w, FrameType::Request, &serde_json::to_vec(&ExecRequest::new(["true"])).unwrap());
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_millis(300) {
+                if std::io::Write::write_all(&mut w, &[0x42, 0, 0, 0, 0].repeat(64)).is_err() {
+                    break;
+                }
+            }
+            let _ = w.shutdown(std::net::Shutdown::Write);
+        });
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let frames = read_all_frames(&mut s);
+        feeder.join().unwrap();
+        let exit = frames.iter().position(|f| f.kind == FrameType::Exit).expect("an EXIT");
+        assert_eq!(exit, frames.len() - 1, "round {round}: {} frames after EXIT", frames.len() - 1 - exit);
+    }
+}

@@ -146,3 +146,71 @@ fn file_data_before_the_path_is_written_all_the_same() {
     assert_eq!(std::fs::read(&p).unwrap(), [0xff, 0xff]);
     assert_eq!(c.read_file(&p, None).unwrap(), [0xff, 0xff]);
 }
+
+#[test]
+fn names_of_the_longest_length_are_written_too() {
+    // A 255-byte file name is valid, but `.<name>.sm-tmp.<pid>.<n>` beside it is not: the temp
+    // names are shortened (found by scripts/agent-fuzz.sh). Chunked uploads too, with the
+    // longest token (128 characters that are all escaped), and stage_files.
+    let d = TempDir::new("longname");
+    let c = stdio_client(&d, Opts::default());
+    let long = d.s(&"x".repeat(255));
+    c.write_file(&long, b"written", None).unwrap();
+    assert_eq!(std::fs::read(&long).unwrap(), b"written");
+
+    let token = "/".repeat(128);
+    let target = d.s(&"y".repeat(255));
+    chunk(&c, &target, 0, b"one ", false, &token).unwrap();
+    // another token for the same long name is another upload
+    chunk(&c, &target, 0, b"other", false, &"-".repeat(128)).unwrap();
+    let e = agent_err(chunk(&c, &target, 0, b"again", false, &token));
+    assert!(e.contains("already used"), "{e}");
+    chunk(&c, &target, 4, b"two", true, &token).unwrap();
+    assert_eq!(std::fs::read(&target).unwrap(), b"one two");
+    let names: Vec<String> = std::fs::read_dir(&d.0).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert!(names.iter().all(|n| n.len() <= 255), "{names:?}");
+
+    let staged = d.s(&"z".repeat(255));
+    let mut req = supermachine_agent_proto::ExecRequest::new(["cat", &staged]);
+    req.stage_files.push(supermachine_agent_proto::StageFile { path: staged.clone(), data_b64: supermachine_agent_proto::b64::encode(b"staged"), mode: None });
+    let out = c.exec(&req, None).unwrap();
+    assert_eq!((out.status.code, out.stdout.as_slice()), (0, &b"staged"[..]));
+}
+
+#[test]
+fn a_chunk_waits_for_a_lock_that_outlives_the_previous_chunk_by_a_moment() {
+    // The previous chunk's lock can still be held for a moment after its reply: a child the
+    // agent forked for an exec holds a copy of the fd until its execve. The next chunk waits
+    // for it instead of failing with "being written now" (found by scripts/agent-fuzz.sh).
+    let d = TempDir::new("lockwait");
+    let c = stdio_client(&d, Opts::default());
+    let target = d.s("f");
+    chunk(&c, &target, 0, b"one ", false, "tok").unwrap();
+    let tmp = std::fs::File::open(d.path(".f.sm-chunk.tok")).unwrap();
+    // SAFETY: flock on an open fd.
+    assert_eq!(unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&tmp), libc::LOCK_EX | libc::LOCK_NB) }, 0);
+    let holder = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        drop(tmp);
+    });
+    chunk(&c, &target, 4, b"two", true, "tok").unwrap();
+    holder.join().unwrap();
+    assert_eq!(std::fs::read(&target).unwrap(), b"one two");
+
+    // The holder fails half-way instead and abandons the upload (removes its file) while the
+    // next chunk waits: that chunk must not be written into the removed file.
+    chunk(&c, &target, 0, b"one ", false, "tok2").unwrap();
+    let tmp_path = d.path(".f.sm-chunk.tok2");
+    let tmp = std::fs::File::open(&tmp_path).unwrap();
+    // SAFETY: flock on an open fd.
+    assert_eq!(unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&tmp), libc::LOCK_EX | libc::LOCK_NB) }, 0);
+    let holder = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        std::fs::remove_file(&tmp_path).unwrap();
+        drop(tmp);
+    });
+    let e = agent_err(chunk(&c, &target, 4, b"two", true, "tok2"));
+    holder.join().unwrap();
+    assert!(e.contains("no upload in progress"), "{e}");
+    assert_eq!(std::fs::read(&target).unwrap(), b"one two");
+}
