@@ -388,7 +388,7 @@ def settled_stats(sb, steady=1.0, timeout=15):
     return sb.stats()
 
 
-def quiesce(sb, base, helpers, settle):
+def quiesce(sb, base, helpers, settle, slack=RSS_SLACK_KIB):
     """Waits until the namespace is back to baseline; returns (ok, problems, stats)."""
     t = time.monotonic()
     while True:
@@ -405,8 +405,8 @@ def quiesce(sb, base, helpers, settle):
             problems.append(f"{st.get('Threads')} threads (baseline {base['Threads']})")
         if st.get("fds") != base["fds"]:
             problems.append(f"{st.get('fds')} fds (baseline {base['fds']})")
-        if "Rss" in base and st.get("Rss", 0) > base["Rss"] + RSS_SLACK_KIB:
-            problems.append(f"RSS {st.get('Rss')} KiB without code pages (baseline {base['Rss']} KiB + {RSS_SLACK_KIB}; "
+        if "Rss" in base and st.get("Rss", 0) > base["Rss"] + slack:
+            problems.append(f"RSS {st.get('Rss')} KiB without code pages (baseline {base['Rss']} KiB + {slack}; "
                             f"VmRSS {st.get('VmRSS')}, RssAnon {st.get('RssAnon')}, code {st.get('code')})")
         if not problems or time.monotonic() - t > settle:
             return not problems, problems, st
