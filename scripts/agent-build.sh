@@ -13,5 +13,5 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 . "$ROOT/scripts/lib/rust-guest.sh"
 
 rust_guest_recipe supermachine-agent supermachine-agent scripts/agent-build.sh \
-    "lock:supermachine-agent crates/supermachine-agent/Cargo.toml crates/supermachine-agent/src/**/*.rs crates/supermachine-agent-proto/Cargo.toml crates/supermachine-agent-proto/src/**/*.rs" \
+    "lock:supermachine-agent crates/supermachine-agent/Cargo.toml crates/supermachine-agent/src/**/*.rs crates/supermachine-agent-proto/Cargo.toml crates/supermachine-agent-proto/src/**/*.rs crates/supermachine-guest-sys/Cargo.toml crates/supermachine-guest-sys/src/**/*.rs" \
     "$@"

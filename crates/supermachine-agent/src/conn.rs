@@ -2,7 +2,7 @@
 
 use crate::sys;
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::Mutex;
 use supermachine_agent_proto::{self as proto, FrameType, HEADER_LEN};
 
@@ -10,21 +10,26 @@ use supermachine_agent_proto::{self as proto, FrameType, HEADER_LEN};
 pub struct Conn {
     pub rfd: RawFd,
     pub wfd: RawFd,
-    owned: bool,
+    /// The socket (closed when the `Conn` is dropped); `None` for stdin/stdout.
+    socket: Option<OwnedFd>,
     /// Held while a frame is written; true once the last frame (EXIT) went out: frames other
     /// threads try to send after it (e.g. an input thread's ERROR) are dropped.
     wlock: Mutex<bool>,
 }
 
 impl Conn {
-    /// A connection on one socket the `Conn` takes ownership of.
-    pub fn socket(fd: RawFd) -> Conn {
-        Conn { rfd: fd, wfd: fd, owned: true, wlock: Mutex::new(false) }
+    /// A connection on one socket.
+    pub fn socket(fd: OwnedFd) -> Conn {
+        Conn { rfd: fd.as_raw_fd(), wfd: fd.as_raw_fd(), socket: Some(fd), wlock: Mutex::new(false) }
     }
 
     /// The process's stdin and stdout (not closed on drop).
     pub fn stdio() -> Conn {
-        Conn { rfd: 0, wfd: 1, owned: false, wlock: Mutex::new(false) }
+        Conn { rfd: 0, wfd: 1, socket: None, wlock: Mutex::new(false) }
+    }
+
+    fn is_socket(&self) -> bool {
+        self.socket.is_some()
     }
 
     /// The write lock, or an error when the last frame was sent already.
@@ -98,7 +103,7 @@ impl Conn {
     /// turns one write into virtio-vsock packets of up to 64 KiB, and vhost-device-vsock 0.3
     /// loses a whole packet that its host socket cannot take at once.
     pub fn write_raw(&self, buf: &[u8]) -> io::Result<()> {
-        if !self.owned {
+        if !self.is_socket() {
             return sys::write_all(self.wfd, buf);
         }
         for slice in buf.chunks(16 * 1024) {
@@ -120,34 +125,23 @@ impl Conn {
     /// write lets some backends drop the tail of the reply (vhost-device-vsock 0.3 does); the
     /// host closes as soon as it has the whole reply, so this normally returns at once.
     pub fn linger(&self) {
-        if !self.owned {
+        if !self.is_socket() {
             return;
         }
         let tv = libc::timeval { tv_sec: 10, tv_usec: 0 };
-        unsafe {
-            libc::setsockopt(self.rfd, libc::SOL_SOCKET, libc::SO_RCVTIMEO, (&tv as *const libc::timeval).cast(),
-                             std::mem::size_of::<libc::timeval>() as libc::socklen_t);
-        }
+        let tv_len = std::mem::size_of::<libc::timeval>() as libc::socklen_t;
+        // SAFETY: SO_RCVTIMEO reads one timeval of `tv_len` bytes, alive across the call.
+        unsafe { libc::setsockopt(self.rfd, libc::SOL_SOCKET, libc::SO_RCVTIMEO, (&tv as *const libc::timeval).cast(), tv_len) };
         let mut scratch = [0u8; 512];
         while matches!(sys::read(self.rfd, &mut scratch), Ok(n) if n > 0) {}
     }
 
     /// Signals EOF to the peer.
     pub fn shutdown_write(&self) {
-        if sys::shutdown(self.wfd, libc::SHUT_WR).is_err() && !self.owned {
-            // stdout is a pipe: closing it is the only way to signal EOF.
-            unsafe { libc::close(self.wfd) };
-        }
-    }
-}
-
-impl Drop for Conn {
-    fn drop(&mut self) {
-        if self.owned {
-            unsafe { libc::close(self.rfd) };
-            if self.wfd != self.rfd {
-                unsafe { libc::close(self.wfd) };
-            }
+        if sys::shutdown(self.wfd, libc::SHUT_WR).is_err() && !self.is_socket() {
+            // stdout is a pipe: only closing our end signals EOF. /dev/null takes its place, so
+            // that fd 1 never names some later file.
+            sys::replace_with_dev_null(self.wfd);
         }
     }
 }

@@ -93,15 +93,18 @@ fn handle(req: &ControlRequest) -> Result<Ack, String> {
                 tv_sec: (*host_unix_ns / 1_000_000_000) as _,
                 tv_nsec: (*host_unix_ns % 1_000_000_000) as _,
             };
+            // SAFETY: reads one timespec, alive across the call.
             sys::cvt(unsafe { libc::clock_settime(libc::CLOCK_REALTIME, &ts) })
                 .map_err(|e| format!("clock_settime: {e}"))?;
             Ok(with(ack(), "adjusted_ns", *host_unix_ns as i128 as i64 - before))
         }
         ControlRequest::Sync => {
+            // SAFETY: sync takes no arguments.
             unsafe { libc::sync() };
             Ok(ack())
         }
         ControlRequest::DropVfsCaches => {
+            // SAFETY: sync takes no arguments.
             unsafe { libc::sync() };
             let p = crate::config().sys_root.join("proc/sys/vm/drop_caches");
             fs::write(&p, b"3\n").map_err(|e| format!("drop_vfs_caches: {}: {e}", p.display()))?;
@@ -145,6 +148,7 @@ fn handle(req: &ControlRequest) -> Result<Ack, String> {
 #[allow(clippy::unnecessary_cast)] // time_t and c_long differ between targets
 fn now_ns() -> i64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: writes one timespec into `ts`.
     unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
     ts.tv_sec as i64 * 1_000_000_000 + ts.tv_nsec as i64
 }
@@ -186,8 +190,11 @@ fn reseed(data: &[u8]) -> io::Result<()> {
         v.extend_from_slice(&(data.len() as i32).to_ne_bytes());
         v.extend_from_slice(data);
         v.resize(8 + data.len().div_ceil(4) * 4, 0);
+        // SAFETY: RNDADDENTROPY reads a rand_pool_info: two ints, then buf_size bytes (`v` holds
+        // them, padded to whole u32s as the kernel's struct is declared).
         sys::cvt(unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&f), RNDADDENTROPY as _, v.as_ptr()) })?;
     }
+    // SAFETY: RNDRESEEDCRNG takes no argument.
     sys::cvt(unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&f), RNDRESEEDCRNG as _) })?;
     Ok(())
 }

@@ -11,7 +11,7 @@ use crate::file_write::StageData;
 use crate::input::Input;
 use crate::limits::{INPUT_STACK, OUTPUT_BUF};
 use crate::reaper::{self, Waiter};
-use crate::sys::{self, ChildStdio, SpawnSpec};
+use crate::sys;
 use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -19,8 +19,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use supermachine_agent_proto::{self as proto, ExecRequest, FrameType, HEADER_LEN};
+use supermachine_guest_sys::path::DEFAULT_PATH;
+use supermachine_guest_sys::spawn::{self, Command, Stdio};
 
-const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// After the process exited, output still arriving (from a background process holding the pipe)
 /// is forwarded while it keeps coming at least every DRAIN_IDLE, for at most DRAIN_MAX.
 const DRAIN_IDLE_MS: i32 = 50;
@@ -218,13 +219,16 @@ fn start_step(
         (Some(m), _) => {
             slave = sys::open_pty_slave(m.as_raw_fd()).map_err(io_err)?;
             outs.push((sys::dup(m.as_raw_fd()).map_err(io_err)?, FrameType::Stdout));
-            ChildStdio::Tty { slave: &slave }
+            Stdio::Terminal(slave.as_raw_fd())
         }
         (None, Some(r)) => {
             let (or, ow) = sys::pipe().map_err(io_err)?;
             let (er, ew) = sys::pipe().map_err(io_err)?;
-            unsafe { libc::fcntl(or.as_raw_fd(), libc::F_SETPIPE_SZ, 256 * 1024) };
-            let s = ChildStdio::Pipes { stdin: r.as_raw_fd(), stdout: ow.as_raw_fd(), stderr: ew.as_raw_fd() };
+            // A bigger pipe: fewer wake-ups for a chatty child (best effort).
+            let or_fd = or.as_raw_fd();
+            // SAFETY: F_SETPIPE_SZ takes an int argument.
+            unsafe { libc::fcntl(or_fd, libc::F_SETPIPE_SZ, 256 * 1024) };
+            let s = Stdio::Fds([r.as_raw_fd(), ow.as_raw_fd(), ew.as_raw_fd()]);
             outs.push((or, FrameType::Stdout));
             outs.push((er, FrameType::Stderr));
             child_ends.push(ow);
@@ -233,9 +237,8 @@ fn start_step(
         }
         (None, None) => return Err(fail(126, "no stdin".into())),
     };
-    let spec = SpawnSpec { path, argv: cargv, envp, cwd: cwd.cloned(), stdio };
-    let (res, waiter) = reaper::spawn_registered(|reg| sys::spawn(&spec, reg)).map_err(io_err)?;
-    drop(spec);
+    let cmd = Command { path: &path, argv: &cargv, envp, cwd: cwd.map(|c| c.as_c_str()), stdio, ids: None };
+    let (res, waiter) = reaper::spawn_registered(|reg| spawn::spawn(&cmd, reg)).map_err(io_err)?;
     drop(child_ends);
     match (res, waiter) {
         (Ok(pid), Some(w)) => {

@@ -2,6 +2,7 @@
 
 use crate::limits::{self, MAX_CONNECTIONS};
 use crate::{config, conn, log, sys};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -11,7 +12,7 @@ pub fn vsock(port: u32) -> String {
     let mut tries = 0;
     let fd = loop {
         match vsock_listen(port) {
-            Ok(fd) => break fd,
+            Ok(sock) => break sock,
             Err(e) if tries < 30 => {
                 if tries == 0 {
                     log(&format!("vsock port {port}: {e}; retrying"));
@@ -22,14 +23,14 @@ pub fn vsock(port: u32) -> String {
             Err(e) => return format!("cannot listen on vsock port {port}: {e}"),
         }
     };
-    accept_loop(fd, &format!("vsock port {port}"), true)
+    accept_loop(&fd, &format!("vsock port {port}"), true)
 }
 
 /// Serves on a Unix socket at `path` (a testing aid; same accept loop).
 pub fn unix(path: &std::path::Path) -> String {
     let _ = std::fs::remove_file(path);
     match std::os::unix::net::UnixListener::bind(path) {
-        Ok(l) => accept_loop(std::os::fd::IntoRawFd::into_raw_fd(l), &format!("unix socket {}", path.display()), false),
+        Ok(l) => accept_loop(&OwnedFd::from(l), &format!("unix socket {}", path.display()), false),
         Err(e) => format!("cannot listen on {}: {e}", path.display()),
     }
 }
@@ -52,20 +53,18 @@ impl Drop for Slot {
 }
 
 /// Tells a connection over the cap why it is closed, without ever blocking the accept loop.
-fn refuse(fd: libc::c_int) {
+fn refuse(sock: OwnedFd) {
     let msg = limits::busy_message();
     let mut frame = supermachine_agent_proto::header(supermachine_agent_proto::FrameType::Error, msg.len()).to_vec();
     frame.extend_from_slice(msg.as_bytes());
-    // SAFETY: `fd` is the accepted socket we own; `frame` is a valid buffer of that length.
+    // SAFETY: sends `frame.len()` bytes from `frame`.
     // MSG_DONTWAIT: a fresh socket's send buffer takes this small frame at once, or it is lost.
-    unsafe {
-        libc::send(fd, frame.as_ptr().cast(), frame.len(), libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL);
-        libc::shutdown(fd, libc::SHUT_WR);
-        libc::close(fd);
-    }
+    unsafe { libc::send(sock.as_raw_fd(), frame.as_ptr().cast(), frame.len(), libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
+    let _ = crate::sys::shutdown(sock.as_raw_fd(), libc::SHUT_WR);
 }
 
-fn accept_loop(fd: libc::c_int, what: &str, vsock: bool) -> String {
+fn accept_loop(listener: &OwnedFd, what: &str, vsock: bool) -> String {
+    let fd = listener.as_raw_fd();
     let ready = config().run_dir.join("supermachine-agent-ready");
     if let Err(e) = std::fs::write(&ready, format!("{}\n", sys::getpid())) {
         log(&format!("cannot write {}: {e}", ready.display()));
@@ -77,7 +76,11 @@ fn accept_loop(fd: libc::c_int, what: &str, vsock: bool) -> String {
         let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
         // SAFETY: `addr`/`len` describe a writable buffer large enough for any address.
         let c = unsafe { libc::accept4(fd, (&mut addr as *mut libc::sockaddr_storage).cast(), &mut len, libc::SOCK_CLOEXEC) };
-        if c < 0 {
+        if c >= 0 {
+            // SAFETY: accept4 just created `c`; nothing else owns it.
+            let sock = unsafe { OwnedFd::from_raw_fd(c) };
+            serve(sock, &addr, vsock);
+        } else {
             let e = std::io::Error::last_os_error();
             match e.raw_os_error() {
                 Some(libc::EINTR) | Some(libc::ECONNABORTED) => {}
@@ -86,24 +89,26 @@ fn accept_loop(fd: libc::c_int, what: &str, vsock: bool) -> String {
                     std::thread::sleep(std::time::Duration::from_millis(50));
                 }
             }
-            continue;
         }
+    }
+}
+
+/// Hands an accepted connection to a thread (or refuses it: not from the host, or over the cap).
+fn serve(sock: OwnedFd, addr: &libc::sockaddr_storage, vsock: bool) {
         if vsock {
             // SAFETY: on an AF_VSOCK listener accept4 filled in a sockaddr_vm, which fits in
             // (and is less aligned than) sockaddr_storage.
-            let vm = unsafe { &*(&addr as *const libc::sockaddr_storage).cast::<libc::sockaddr_vm>() };
+            let vm = unsafe { &*(addr as *const libc::sockaddr_storage).cast::<libc::sockaddr_vm>() };
             if vm.svm_cid != supermachine_agent_proto::HOST_CID {
                 log(&format!("refusing a connection from CID {}", vm.svm_cid));
-                // SAFETY: `c` is the accepted socket we own, closed once.
-                unsafe { libc::close(c) };
-                continue;
+                return;
             }
         }
         let Some(slot) = Slot::take() else {
-            refuse(c);
-            continue;
+            refuse(sock);
+            return;
         };
-        let conn = Arc::new(conn::Conn::socket(c));
+        let conn = Arc::new(conn::Conn::socket(sock));
         let spawned = std::thread::Builder::new().name("conn".into()).stack_size(limits::CONN_STACK).spawn(move || {
             crate::session::serve(conn);
             drop(slot);
@@ -111,27 +116,23 @@ fn accept_loop(fd: libc::c_int, what: &str, vsock: bool) -> String {
         if let Err(e) = spawned {
             log(&format!("cannot start a connection thread: {e}"));
         }
-    }
 }
 
-fn vsock_listen(port: u32) -> std::io::Result<libc::c_int> {
-    // SAFETY: plain socket(2) call; the fd is owned below.
+fn vsock_listen(port: u32) -> std::io::Result<OwnedFd> {
+    // SAFETY: plain socket(2) call; the fd is checked, then owned.
     let fd = sys::cvt(unsafe { libc::socket(libc::AF_VSOCK, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) })?;
+    // SAFETY: socket() just created `fd`; nothing else owns it (closed on every early return).
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
     // SAFETY: sockaddr_vm is plain old data; all-zero is a valid value.
     let mut addr: libc::sockaddr_vm = unsafe { std::mem::zeroed() };
     addr.svm_family = libc::AF_VSOCK as libc::sa_family_t;
     addr.svm_port = port;
     addr.svm_cid = libc::VMADDR_CID_ANY;
     // SAFETY: `addr` is a valid sockaddr_vm of the given length; `fd` is our socket.
-    let r = sys::cvt(unsafe {
+    sys::cvt(unsafe {
         libc::bind(fd, (&addr as *const libc::sockaddr_vm).cast(), std::mem::size_of::<libc::sockaddr_vm>() as libc::socklen_t)
-    })
-    // SAFETY: `fd` is our bound socket.
-    .and_then(|_| sys::cvt(unsafe { libc::listen(fd, 128) }));
-    if let Err(e) = r {
-        // SAFETY: `fd` is ours and not used after this.
-        unsafe { libc::close(fd) };
-        return Err(e);
-    }
-    Ok(fd)
+    })?;
+    // SAFETY: listen takes no pointers.
+    sys::cvt(unsafe { libc::listen(fd, 128) })?;
+    Ok(sock)
 }

@@ -111,6 +111,7 @@ fn main() {
         pid1::init();
     } else {
         // Orphans of our execs are reparented to us, not to the real init.
+        // SAFETY: PR_SET_CHILD_SUBREAPER takes integer arguments only.
         unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     }
     reaper::init();

@@ -105,7 +105,9 @@ fn reap_loop() {
     loop {
         let gen = lock().generation;
         let mut status = 0;
+        // SAFETY: rusage is plain old data; all-zero is a valid value.
         let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: writes the status and the rusage into locals alive across the call.
         let pid = unsafe { libc::wait4(-1, &mut status, 0, &mut ru) };
         if pid > 0 {
             let w = {

@@ -202,8 +202,10 @@ impl Dir {
                     e => Err(io::Error::from_raw_os_error(e)),
                 };
             }
-            // SAFETY: `ent` is non-null and d_name is NUL-terminated (see above).
-            let name = unsafe { CStr::from_ptr((*ent).d_name.as_ptr()) };
+            // SAFETY: `ent` is non-null and points to the dirent readdir returned.
+            let d_name = unsafe { (*ent).d_name.as_ptr() };
+            // SAFETY: d_name is NUL-terminated and lives until the next readdir on this stream.
+            let name = unsafe { CStr::from_ptr(d_name) };
             if name != c"." && name != c".." {
                 return Ok(Some(name.to_owned()));
             }

@@ -65,13 +65,14 @@ fn sandbox_cmd(dir: &TempDir, opts: &Opts, agent_args: &[&str]) -> Command {
     let mut c = Command::new("unshare");
     // If the test process dies (e.g. a "does not hang" deadline panicked while a thread still
     // waits on this agent), the sandbox goes with it instead of holding cargo's output pipe.
-    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
-    unsafe {
-        std::os::unix::process::CommandExt::pre_exec(&mut c, || {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
+    let die_with_parent = || {
+        // SAFETY: PR_SET_PDEATHSIG takes integer arguments only.
+        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+        Ok(())
+    };
+    // SAFETY: the hook only calls prctl, which is async-signal-safe and touches no memory of
+    // the parent.
+    unsafe { std::os::unix::process::CommandExt::pre_exec(&mut c, die_with_parent) };
     c.args(["--pid", "--fork", "--mount-proc", "--kill-child", "sh", "-c"]);
     // Not `exec`: sh stays PID 1 of the namespace and the agent is its child.
     c.arg(format!("\"$0\" \"$@\"; rc=$?; sleep {}; exit $rc", opts.linger_secs));
@@ -281,6 +282,7 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
 }
 
 pub fn is_root() -> bool {
+    // SAFETY: geteuid takes no arguments and cannot fail.
     unsafe { libc::geteuid() == 0 }
 }
 
