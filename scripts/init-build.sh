@@ -13,5 +13,5 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 . "$ROOT/scripts/lib/rust-guest.sh"
 
 rust_guest_recipe supermachine-init init-oci scripts/init-build.sh \
-    "lock:supermachine-init crates/supermachine-init/Cargo.toml crates/supermachine-init/src/**/*.rs" \
+    "lock:supermachine-init crates/supermachine-init/Cargo.toml crates/supermachine-init/src/**/*.rs crates/supermachine-guest-sys/Cargo.toml crates/supermachine-guest-sys/src/**/*.rs crates/supermachine-agent-proto/Cargo.toml crates/supermachine-agent-proto/src/**/*.rs" \
     "$@"

@@ -2,6 +2,7 @@
 //! Unknown tokens are ignored; a malformed `sm.*` value is an error.
 
 use crate::config::ImageConfig;
+use supermachine_agent_proto::b64;
 
 /// An extra block-device volume (`sm.volume=/dev/vdb:/data[:ro]`), mounted as ext4.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,7 +187,7 @@ impl Cmdline {
                 "supermachine.pre_exec_sync" => c.pre_exec_sync = v == "1",
                 "sm.config" => c.config_path = abs_path(key, v)?,
                 "sm.config_b64" => {
-                    let json = b64_decode(v).ok_or_else(|| format!("{key}: not valid base64"))?;
+                    let json = b64::decode(v).map_err(|e| format!("{key}: not valid base64: {e}"))?;
                     let cfg = ImageConfig::parse(&json).map_err(|e| format!("{key}: {e}"))?;
                     c.overrides.config = Some(cfg);
                 }
@@ -229,30 +230,6 @@ fn parse_time(v: &str) -> Option<(i64, i64)> {
         frac.push('0');
     }
     Some((secs, frac.parse().ok()?))
-}
-
-/// Standard or URL-safe base64, padding optional.
-pub fn b64_decode(s: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for b in s.bytes() {
-        let v = match b {
-            b'A'..=b'Z' => b - b'A',
-            b'a'..=b'z' => b - b'a' + 26,
-            b'0'..=b'9' => b - b'0' + 52,
-            b'+' | b'-' => 62,
-            b'/' | b'_' => 63,
-            b'=' => break,
-            _ => return None,
-        };
-        acc = (acc << 6) | v as u32;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    Some(out)
 }
 
 #[cfg(test)]
@@ -337,9 +314,9 @@ mod tests {
 
     #[test]
     fn base64_variants() {
-        assert_eq!(b64_decode("aGk=").unwrap(), b"hi");
-        assert_eq!(b64_decode("aGk").unwrap(), b"hi");
-        assert_eq!(b64_decode("-_8").unwrap(), vec![0xfb, 0xff]);
-        assert_eq!(b64_decode("+/8=").unwrap(), vec![0xfb, 0xff]);
+        assert_eq!(b64::decode("aGk=").unwrap(), b"hi");
+        assert_eq!(b64::decode("aGk").unwrap(), b"hi");
+        assert_eq!(b64::decode("-_8").unwrap(), vec![0xfb, 0xff]);
+        assert_eq!(b64::decode("+/8=").unwrap(), vec![0xfb, 0xff]);
     }
 }

@@ -1,9 +1,12 @@
 //! The host-testable half of `init-oci`: kernel-cmdline parsing, OCI image-config parsing,
 //! user/group resolution and the exit-status table. The PID-1 half (mounts, switch root,
-//! supervision) is in `main.rs`; docs/INIT-OCI.md describes both.
+//! supervision) is the binary's `pid1/` modules; docs/INIT-OCI.md describes both.
+
+#![forbid(unsafe_code)]
 
 pub mod cmdline;
 pub mod config;
+pub mod process;
 pub mod runtime;
 pub mod user;
 
@@ -13,8 +16,6 @@ pub const DEFAULT_CONFIG_PATH: &str = "/.supermachine/config.json";
 pub const DEFAULT_AGENT_PATH: &str = "/.supermachine/agent";
 /// Where the entrypoint's pid is recorded (read by the agent's `signal` action).
 pub const WORKLOAD_PID_FILE: &str = "/run/supermachine-workload.pid";
-/// PATH given to a process whose environment has none (Docker's default).
-pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Why init-oci gave up. Each one prints `init-oci: error: ...` and then
 /// `init-oci: exit status N` before the power-off; `N` is [`Status::code`].

@@ -98,7 +98,7 @@ pub fn layer_config(file: Option<ImageConfig>, delta: &DeltaFiles, served_env: &
     if !served_env.is_empty() {
         let mut env = c.env.take().unwrap_or_default();
         for kv in served_env {
-            crate::config::set_env(&mut env, kv);
+            crate::process::set_env(&mut env, kv);
         }
         c.env = Some(env);
     }
@@ -177,7 +177,7 @@ pub fn parse_env_json(bytes: &[u8]) -> Result<Vec<String>, String> {
             if k.is_empty() || k.contains('=') || k.contains('\0') || val.contains('\0') {
                 continue;
             }
-            crate::config::set_env(&mut out, &format!("{k}={val}"));
+            crate::process::set_env(&mut out, &format!("{k}={val}"));
         }
     }
     Ok(out)

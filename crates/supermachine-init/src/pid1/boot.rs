@@ -1,0 +1,139 @@
+//! Everything from the kernel's hand-over to the supervisor, in order.
+
+use super::layers::{find_layers, mount_rootfs};
+use super::mounts::{early_mounts, mount_delta_binds, mount_delta_volumes, mount_volumes, switch_root};
+use super::runtime_io::{fetch_served_env, network, pause_point, set_clock};
+use super::spawn::{is_exec, place_agent, spawn, Spawn};
+use super::supervise::Supervisor;
+use super::{cstr, in_root, log, NEWROOT};
+use std::io;
+use std::path::Path;
+use std::time::{Duration, Instant};
+use supermachine_guest_sys::path::{find_program, DEFAULT_PATH};
+use supermachine_init::cmdline::Cmdline;
+use supermachine_init::config::ImageConfig;
+use supermachine_init::process::{get_env, Process};
+use supermachine_init::runtime::{self, DeltaFiles};
+use supermachine_init::user;
+use supermachine_init::{Fatal, Status, WORKLOAD_PID_FILE};
+
+/// Everything up to the supervisor: returns it with both children started.
+pub fn boot() -> Result<Supervisor, Fatal> {
+    early_mounts()?;
+    let text = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let mut c = Cmdline::parse(&text).map_err(|e| Fatal::new(Status::BadCmdline, format!("kernel cmdline: {e}")))?;
+    if let Some((s, ns)) = c.host_time {
+        set_clock(s, ns);
+    }
+    if Path::new("/supermachine-smpark.ko").exists() {
+        log("ignoring /supermachine-smpark.ko (no modules; vCPU parking is the agent's CPU hotplug)");
+    }
+    if c.kcache {
+        pause_point("KCACHE");
+    }
+    let layers = find_layers(&c)?;
+    mount_rootfs(&layers)?;
+    log(&format!("image rootfs: {} (overlay on tmpfs)", layers.join(" + ")));
+
+    // The supermachine runtime's delta-layer files (docs/INIT-OCI.md).
+    let delta = DeltaFiles::load(|p| std::fs::read_to_string(in_root(p)).ok())
+        .map_err(|e| Fatal::new(Status::BadConfig, e))?;
+    let runtime_mode = delta.runtime_mode();
+    let served_env = if runtime_mode { fetch_served_env() } else { Vec::new() };
+    if c.hostname.is_none() {
+        c.hostname = delta.hostname.clone();
+    }
+
+    // The process config, checked before anything starts.
+    let cfg_file = in_root(&c.config_path);
+    let file = match std::fs::read(&cfg_file) {
+        Ok(bytes) => Some(ImageConfig::parse(&bytes)
+            .map_err(|e| Fatal::new(Status::BadConfig, format!("{}: {e}", c.config_path)))?),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(Fatal::new(Status::BadConfig, format!("cannot read {}: {e}", c.config_path))),
+    };
+    let image = runtime::layer_config(file, &delta, &served_env);
+    let label = if runtime_mode { format!("{} ({})", runtime::CMD_FILE, c.config_path) } else { c.config_path.clone() };
+    let mut process = Process::resolve(image.as_ref(), &c.overrides, &label)?;
+    let passwd = std::fs::read_to_string(in_root("/etc/passwd")).unwrap_or_default();
+    let group = std::fs::read_to_string(in_root("/etc/group")).unwrap_or_default();
+    let ids = user::resolve(&process.user, &passwd, &group)
+        .map_err(|e| Fatal::new(Status::BadUser, format!("User {:?}: {e}", process.user)))?;
+    if get_env(&process.env, "HOME").is_none() {
+        process.env.push(format!("HOME={}", ids.home));
+    }
+
+    mount_delta_binds(NEWROOT, &delta.virtiofs);
+    mount_volumes(&c)?;
+    network(&c);
+    let agent_path = match &c.agent {
+        Some(agent) => Some(place_agent(agent)?),
+        None => None,
+    };
+    switch_root()?;
+
+    // In the image root from here on. The agent first (the runtime's order: it is listening
+    // before the heartbeat its snapshot trigger waits for).
+    let agent = agent_path.as_ref().map(|a| Spawn {
+        path: cstr(a),
+        argv: vec![cstr(a)],
+        envp: vec![cstr(format!("PATH={DEFAULT_PATH}")), cstr("HOME=/root")],
+        cwd: cstr("/"),
+        ids: None,
+        quiet: false,
+    });
+    let mut sup = Supervisor::new(agent, c);
+    if let Some(spec) = &sup.agent_spec {
+        let pid = spawn(spec).map_err(|e| Fatal::new(Status::Agent,
+            format!("cannot start the agent {}: {}: {}", spec.path.to_string_lossy(), e.step, e.err)))?;
+        sup.agent = Some(pid);
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(1) && !Path::new("/run/supermachine-agent-ready").exists() {
+            std::thread::sleep(Duration::from_micros(500));
+        }
+    }
+    // The runtime's --snapshot-at trigger; its volumes are mounted after it.
+    let hb = "[SUPERMACHINE-INIT] heartbeat counter=1\n";
+    // SAFETY: writes `hb.len()` bytes from `hb` to stdout.
+    unsafe { libc::write(1, hb.as_ptr().cast(), hb.len()) };
+    mount_delta_volumes(&delta.volumes);
+
+    if !Path::new(&process.cwd).is_dir() {
+        std::fs::create_dir_all(&process.cwd)
+            .map_err(|e| Fatal::new(Status::BadWorkdir, format!("WorkingDir {}: {e}", process.cwd)))?;
+    }
+    let argv0 = &process.args[0];
+    let path_env = get_env(&process.env, "PATH").unwrap_or(DEFAULT_PATH);
+    let program = find_program(argv0, path_env, |p| {
+        let full = if p.starts_with('/') { p.to_string() } else { format!("{}/{p}", process.cwd) };
+        is_exec(&full)
+    }).ok_or_else(|| Fatal::new(Status::EntrypointExec,
+        format!("entrypoint {argv0:?} not found or not executable in the image (PATH={path_env})")))?;
+    let quiet = runtime_mode && !runtime::guest_stdio_to_console(get_env(&process.env, "SUPERMACHINE_GUEST_STDIO"));
+    let workload = Spawn {
+        path: cstr(&program),
+        argv: process.args.iter().map(cstr).collect(),
+        envp: process.env.iter().map(cstr).collect(),
+        cwd: cstr(&process.cwd),
+        ids: Some(ids.clone()),
+        quiet,
+    };
+    // The runtime's pre-exec snapshot trigger.
+    log("workload-pre-exec");
+    if sup.cmdline.pre_exec_sync {
+        pause_point("PRE-EXEC");
+    } else if runtime_mode {
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let pid = spawn(&workload).map_err(|e| {
+        let status = if e.step == "chdir" { Status::BadWorkdir } else { Status::EntrypointExec };
+        Fatal::new(status, format!("cannot start entrypoint {program:?}: {}: {}", e.step, e.err))
+    })?;
+    sup.workload = Some(pid);
+    if let Err(e) = std::fs::write(WORKLOAD_PID_FILE, format!("{pid}\n")) {
+        log(&format!("warning: cannot write {WORKLOAD_PID_FILE}: {e}"));
+    }
+    log(&format!("entrypoint started: pid {pid}, uid {} gid {}, cwd {}{}: {:?}", ids.uid, ids.gid, process.cwd,
+                 if quiet { ", stdout/stderr /dev/null (SUPERMACHINE_GUEST_STDIO unset)" } else { "" }, process.args));
+    Ok(sup)
+}
