@@ -10,6 +10,7 @@ pub struct Archive {
 const S_IFDIR: u32 = 0o040000;
 const S_IFREG: u32 = 0o100000;
 const S_IFLNK: u32 = 0o120000;
+const S_IFCHR: u32 = 0o020000;
 
 impl Archive {
     /// An empty archive.
@@ -32,10 +33,19 @@ impl Archive {
         self.entry(path, S_IFLNK | 0o777, target.as_bytes())
     }
 
+    /// Adds a character device node (e.g. `dev/kmsg`, 1:11).
+    pub fn char_dev(&mut self, path: &str, mode: u32, major: u32, minor: u32) -> &mut Self {
+        self.entry_dev(path, S_IFCHR | mode, b"", (major, minor))
+    }
+
     fn entry(&mut self, path: &str, mode: u32, body: &[u8]) -> &mut Self {
+        self.entry_dev(path, mode, body, (0, 0))
+    }
+
+    fn entry_dev(&mut self, path: &str, mode: u32, body: &[u8], rdev: (u32, u32)) -> &mut Self {
         self.ino += 1;
         let name = path.trim_start_matches('/');
-        let fields = [self.ino, mode, 0, 0, 1, 0, body.len() as u32, 0, 0, 0, 0, name.len() as u32 + 1, 0];
+        let fields = [self.ino, mode, 0, 0, 1, 0, body.len() as u32, 0, 0, rdev.0, rdev.1, name.len() as u32 + 1, 0];
         self.data.extend_from_slice(b"070701");
         for f in fields {
             self.data.extend_from_slice(format!("{f:08x}").as_bytes());

@@ -7,6 +7,7 @@ pub mod cpio;
 pub mod guest;
 pub mod initramfs;
 pub mod payloads;
+pub mod profile;
 pub mod oci;
 pub mod qemu;
 pub mod rootfs;

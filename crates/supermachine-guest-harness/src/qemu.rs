@@ -62,13 +62,18 @@ pub struct VmConfig {
     pub drives: Vec<PathBuf>,
     /// A vhost-user vsock backend socket (vhost-device-vsock) to attach.
     pub vhost_user_vsock: Option<PathBuf>,
+    /// `tsc_early_khz=` for microvm guests (default [`TSC_EARLY_KHZ`]); the boot profiler sets the
+    /// host's TSC rate (wall-clock printk times) or 1 GHz (`-icount shift=0`: 1 tick per virtual ns).
+    pub tsc_khz: Option<u32>,
+    /// Extra QEMU arguments, appended last (e.g. `-icount shift=0,sleep=off`).
+    pub extra_args: Vec<String>,
 }
 
 impl VmConfig {
     /// A config with defaults: 128 MiB, 1 vCPU, no disks.
     pub fn new(machine: Machine, kernel: impl Into<PathBuf>) -> Self {
         VmConfig { machine, kernel: kernel.into(), initrd: None, append: String::new(), mem_mib: 128,
-                   cpus: 1, drives: Vec::new(), vhost_user_vsock: None }
+                   cpus: 1, drives: Vec::new(), vhost_user_vsock: None, tsc_khz: None, extra_args: Vec::new() }
     }
 
     /// The full QEMU command line.
@@ -84,7 +89,7 @@ impl VmConfig {
                 c.args(["-M", &format!("microvm,pit=on,pic=on,rtc=on,acpi={}{membackend}",
                                        if acpi { "on" } else { "off" })]);
                 c.args(["-cpu", "max"]);
-                append = format!("console=ttyS0 tsc_early_khz={TSC_EARLY_KHZ} {append}");
+                append = format!("console=ttyS0 tsc_early_khz={} {append}", self.tsc_khz.unwrap_or(TSC_EARLY_KHZ));
             }
             Machine::Pc => {
                 c.args(["-M", &format!("pc{membackend}"), "-cpu", "max"]);
@@ -118,6 +123,7 @@ impl VmConfig {
             c.args(["-device", &format!("{vsock},chardev=vsc")]);
         }
         c.args(["-nodefaults", "-no-reboot", "-display", "none", "-serial", "stdio"]);
+        c.args(&self.extra_args);
         c
     }
 }
@@ -223,6 +229,11 @@ impl Vm {
     pub fn console_text(&self) -> String {
         let c = self.console.0.lock().unwrap();
         c.lines.iter().map(|(_, l)| l.as_str()).collect::<Vec<_>>().join("\n")
+    }
+
+    /// Every console line so far with its arrival time since launch.
+    pub fn lines(&self) -> Vec<(Duration, String)> {
+        self.console.0.lock().unwrap().lines.clone()
     }
 
     /// Console lines between the lines containing `begin` and `end` markers.
