@@ -314,7 +314,10 @@ doc += f"""
   PID 1) with one marker line added at the top of `/init`; virtio-mmio blk + vhost-user vsock;
   256 MiB. Ours and upstream boot with the same busybox (ours) and image; only kernel + agent
   differ. Agent ready = the first successful `/bin/true` exec over vsock (the runtime's check),
-  polled every ~5 ms.
+  polled every ~5 ms. Where the time of such a boot goes, phase by phase (initcalls, each
+  step of `/init`, agent start) and payload by payload (mixes of our and the published kernel,
+  agent and busybox), as deterministic guest-virtual time (`-icount`) and wall-clock medians:
+  `scripts/boot-profile.sh`, [BOOT-PROFILE.md](BOOT-PROFILE.md).
 * **Lowest RAM**: `bench-guest --min-mem`, bisecting between 8 and 512 MiB for a boot in which
   the agent answers `/bin/true`.
 * **Agent**: RSS of PID 1 from `/proc/1/status` in the booted guest (after readiness, idle);

@@ -5,7 +5,7 @@
 //! boot-profile --arch x86_64|aarch64 --image-busybox PATH [--clk PATH]
 //!              --config NAME=KERNEL,AGENT,BUSYBOX [--config …]
 //!              [--runs N] [--icount OPTS] [--tsc-khz KHZ] [--mem MIB] [--timeout S] [--cmdline STR]
-//!              [--keep-dmesg]
+//!              [--keep-dmesg] [--floor-kernel PATH]
 //! ```
 //! Every configuration boots the same flow as `bench-guest` (`initramfs::supermachine`: squashfs
 //! image → overlay → `switch_root` → agent as PID 1), but with the traced `/init`
@@ -19,6 +19,9 @@
 //! then guest-virtual (anchored by the `--clk` counter helper, which is required then); otherwise
 //! they are wall-clock (printk clock anchored by the host's arrival time of the first marker line;
 //! on x86 the guest's TSC rate is set to the host's, `--tsc-khz`, so printk times are real time).
+//!
+//! `--floor-kernel K` instead times the floor: the same VMM launch with kernel K and an initramfs
+//! whose `/init` is the counter helper (launch → /init, host and, under `--icount`, virtual).
 //!
 //! Prints one JSON object per boot on stdout. Not part of `cargo test`; `scripts/boot-profile.sh`
 //! runs it.
@@ -139,6 +142,34 @@ fn boot(c: &Config, s: &Settings, dir: &Path) -> Result<serde_json::Value, Strin
     }))
 }
 
+/// The floor: the same VMM launch (devices, memory, cmdline) with `kernel`, an initramfs whose
+/// `/init` is the counter helper (its kmsg record reaches the console), timed to that line.
+fn floor(kernel: &Path, clk: &[u8], s: &Settings, dir: &Path) -> Result<serde_json::Value, String> {
+    let mut a = supermachine_guest_harness::cpio::Archive::new();
+    a.dir("dev", 0o755).char_dev("dev/console", 0o600, 5, 1).char_dev("dev/kmsg", 0o644, 1, 11).file("init", 0o755, clk);
+    let initrd = dir.join("floor.cpio");
+    std::fs::write(&initrd, a.finish()).map_err(|e| e.to_string())?;
+    let run = tempfile::Builder::new().prefix("run").tempdir_in(dir).map_err(|e| e.to_string())?;
+    let backend = vsock::Backend::start(run.path()).map_err(|e| e.to_string())?;
+    let mut cfg = VmConfig::new(s.machine, kernel);
+    cfg.initrd = Some(initrd);
+    cfg.mem_mib = s.mem;
+    cfg.drives = vec![s.image.clone()];
+    cfg.vhost_user_vsock = Some(backend.vhost_socket().to_path_buf());
+    cfg.tsc_khz = s.tsc_khz;
+    cfg.append = format!("panic=-1 {}", s.cmdline);
+    if let Some(o) = &s.icount {
+        cfg.extra_args = vec!["-icount".into(), o.clone()];
+    }
+    let vm = Vm::spawn(&cfg).map_err(|e| e.to_string())?;
+    let t = vm.wait_for(&format!("{} clk ", profile::MARK), s.timeout).map_err(|e| tail(&e, 20))?;
+    let line = vm.lines().into_iter().find(|(_, l)| l.contains("smprof: clk ")).map(|(_, l)| l).unwrap_or_default();
+    let text = line.split_once("smprof:").map(|(_, r)| format!("smprof:{r}")).unwrap_or_default();
+    let virt = profile::clk_ms(&[profile::Record { t: 0.0, text }]);
+    Ok(json!({"config": "floor", "mode": if s.icount.is_some() { "icount" } else { "wall" },
+              "init_host_ms": r3(ms(t)), "init_virtual_ms": virt.map(r3), "console": line}))
+}
+
 fn r3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
@@ -157,6 +188,7 @@ fn main() {
     let (mut icount, mut tsc_khz, mut mem, mut timeout) = (None::<String>, None::<u32>, 256u32, 300u64);
     let mut extra = String::new();
     let mut keep_dmesg = false;
+    let mut floor_kernel = None::<PathBuf>;
     let mut configs: Vec<(String, PathBuf, PathBuf, PathBuf)> = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -181,6 +213,7 @@ fn main() {
             "--timeout" => timeout = val().parse().unwrap_or_else(|_| die("--timeout takes seconds")),
             "--cmdline" => extra = val(),
             "--keep-dmesg" => keep_dmesg = true,
+            "--floor-kernel" => floor_kernel = Some(PathBuf::from(val())),
             _ => die(&format!("unknown argument {a}")),
         }
     }
@@ -189,8 +222,8 @@ fn main() {
         "aarch64" => Machine::Virt,
         a => die(&format!("unknown arch {a}")),
     };
-    if configs.is_empty() {
-        die("give at least one --config NAME=KERNEL,AGENT,BUSYBOX");
+    if configs.is_empty() && floor_kernel.is_none() {
+        die("give at least one --config NAME=KERNEL,AGENT,BUSYBOX (or --floor-kernel)");
     }
     if icount.is_some() && clk.is_none() {
         die("--icount needs --clk (the counter helper anchors the guest's printk clock)");
@@ -215,6 +248,26 @@ fn main() {
     let cmdline = format!("quiet initcall_debug printk.time=1 printk.devkmsg=on log_buf_len=4M {extra}");
     let s = Settings { machine, cmdline: cmdline.trim().to_string(), icount, tsc_khz, mem, timeout: Duration::from_secs(timeout), image, keep_dmesg };
     let mut failed = 0;
+    if let Some(k) = &floor_kernel {
+        let clk = clk_bytes.as_deref().unwrap_or_else(|| die("--floor-kernel needs --clk"));
+        // The floor has no initcall_debug work to do; keep the rest of the cmdline the same.
+        let s = Settings { cmdline: s.cmdline.replace("initcall_debug ", ""), ..s };
+        for r in 0..runs {
+            match floor(k, clk, &s, dir.path()) {
+                Ok(mut v) => {
+                    v["run"] = json!(r + 1);
+                    v["arch"] = json!(arch);
+                    eprintln!("floor run {}: /init at {} ms host, {} ms virtual", r + 1, v["init_host_ms"], v["init_virtual_ms"]);
+                    println!("{v}");
+                }
+                Err(e) => {
+                    eprintln!("floor run {}: FAILED: {e}", r + 1);
+                    failed += 1;
+                }
+            }
+        }
+        std::process::exit(if failed > 0 { 1 } else { 0 });
+    }
     for r in 0..runs {
         for c in &prepared {
             match boot(c, &s, dir.path()) {

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# The floor of launch → /init (issue 12): the same QEMU microvm launch as the boot profile, with
+# the smallest x86_64 kernel that reaches /init and prints from it: `make tinyconfig` plus 64BIT,
+# BLK_DEV_INITRD, PRINTK, TTY + SERIAL_8250(_CONSOLE), BINFMT_ELF, zstd compression (like ours),
+# and an initramfs whose /init is the counter helper (scripts/boot-profile/clk.c).
+#
+#   scripts/boot-profile/floor.sh OUTDIR CLK_HELPER ICOUNT_RUNS WALL_RUNS > floor.json
+#
+# The kernel is built once from /usr/src/linux-source-6.12.tar.xz (the pinned source the real
+# kernels use, without our patches) into OUTDIR and reused; `make -j$(nproc)`, a few minutes.
+# Called by scripts/boot-profile.sh --floor. FLOOR_BUILD_ONLY=1: build the kernel, boot nothing.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+OUT=$1 CLK=$2 RUNS=$3 WALL_RUNS=$4
+TARBALL=${LINUX_TARBALL:-/usr/src/linux-source-6.12.tar.xz}
+BIN=$ROOT/target/release/boot-profile
+mkdir -p "$OUT"
+if [ ! -f "$OUT/bzImage" ]; then
+    echo "== floor: building a tinyconfig x86_64 kernel in $OUT/src" >&2
+    rm -rf "$OUT/src"; mkdir -p "$OUT/src"
+    tar -xf "$TARBALL" -C "$OUT/src" --strip-components=1
+    make -C "$OUT/src" -s ARCH=x86_64 tinyconfig >&2
+    "$OUT/src/scripts/config" --file "$OUT/src/.config" -e 64BIT -e BLK_DEV_INITRD -e PRINTK -e TTY -e SERIAL_8250 \
+        -e SERIAL_8250_CONSOLE -e BINFMT_ELF -d KERNEL_GZIP -d KERNEL_XZ -d KERNEL_LZMA -d KERNEL_BZIP2 -d KERNEL_LZO \
+        -d KERNEL_LZ4 -e KERNEL_ZSTD -d RD_GZIP -d RD_BZIP2 -d RD_LZMA -d RD_XZ -d RD_LZO -d RD_LZ4 -d RD_ZSTD
+    make -C "$OUT/src" -s ARCH=x86_64 olddefconfig >&2
+    for o in 64BIT BLK_DEV_INITRD PRINTK SERIAL_8250_CONSOLE BINFMT_ELF KERNEL_ZSTD; do
+        grep -q "^CONFIG_$o=y" "$OUT/src/.config" || { echo "floor: CONFIG_$o did not stick" >&2; exit 1; }
+    done
+    nice make -C "$OUT/src" -s ARCH=x86_64 -j"$(nproc)" bzImage >&2
+    cp "$OUT/src/arch/x86/boot/bzImage" "$OUT/bzImage"
+    cp "$OUT/src/.config" "$OUT/kernel.config"
+    rm -rf "$OUT/src"
+fi
+if [ "${FLOOR_BUILD_ONLY:-0}" = 1 ]; then exit 0; fi
+img=$ROOT/target/boot-profile/payloads/ours/x86_64/busybox
+"$BIN" --arch x86_64 --image-busybox "$img" --clk "$CLK" --floor-kernel "$OUT/bzImage" --runs "$RUNS" \
+    --icount shift=0,sleep=off >"$OUT/icount.jsonl"
+"$BIN" --arch x86_64 --image-busybox "$img" --clk "$CLK" --floor-kernel "$OUT/bzImage" --runs "$WALL_RUNS" >"$OUT/wall.jsonl"
+python3 - "$OUT" <<'EOF'
+import hashlib, json, os, statistics, sys
+out = sys.argv[1]
+ic = [json.loads(l) for l in open(os.path.join(out, "icount.jsonl"))]
+wa = [json.loads(l) for l in open(os.path.join(out, "wall.jsonl"))]
+k = open(os.path.join(out, "bzImage"), "rb").read()
+print(json.dumps({"icount_ms": statistics.median([r["init_virtual_ms"] for r in ic]) if ic else None,
+                  "icount_runs": len(ic),
+                  "wall_ms_median": statistics.median([r["init_host_ms"] for r in wa]) if wa else None,
+                  "wall_ms": [r["init_host_ms"] for r in wa], "wall_runs": len(wa),
+                  "kernel_bytes": len(k), "kernel_sha256": hashlib.sha256(k).hexdigest()}))
+EOF
