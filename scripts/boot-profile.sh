@@ -17,14 +17,19 @@
 # Each boot runs the supermachine flow (harness `boot-profile`, the traced /init of
 # crates/supermachine-guest-harness/src/profile.rs) with `quiet initcall_debug printk.time=1`, reads
 # the guest's dmesg through the agent and builds a timeline of named phases.
-#   * icount runs (default --runs 2): QEMU `-icount shift=0,sleep=off`: guest-virtual time, one ns
-#     per guest instruction; deterministic (the same boot gives the same figure to ~0.1 ms on a
-#     busy machine). Anchored by scripts/boot-profile/clk.c (built here with gcc /
-#     aarch64-linux-gnu-gcc), which prints the raw counter into dmesg from /init.
+#   * icount runs (default --runs 3): QEMU `-icount shift=0` (ICOUNT_OPTS overrides): guest-virtual
+#     time, one ns per guest instruction; repeatable to ~0.5 ms per phase on a busy machine.
+#     Anchored by scripts/boot-profile/clk.c (built here with gcc / aarch64-linux-gnu-gcc), which
+#     prints the raw counter into dmesg from /init. (`sleep=off` is fully deterministic for
+#     computation but turns every wait for host I/O into a jump to the next guest timer deadline,
+#     up to a second; the default `sleep=on` counts those waits in real time instead.)
 #   * wall runs (default --wall-runs 3): plain TCG, host wall clock, medians; printk times
 #     anchored by the host arrival of /init's first console line (x86: guest TSC rate set to the
 #     host's so printk times are real time). Noisy on a shared machine.
 # Boots are interleaved across configurations, one QEMU at a time.
+#
+# x86_64 icount runs also boot each kernel that has a PVH entry (ours) from its ELF vmlinux, without
+# the decompressor (scripts/boot-profile/vmlinux.py): the difference is the decompression phase.
 #
 # --floor additionally builds (once, cached in target/boot-profile/floor) a `make tinyconfig`
 # x86_64 kernel plus the few options needed to print from /init, and times the same VMM launch
@@ -36,8 +41,8 @@
 # (between its generated-section markers) and docs/boot-profile.svg. Never part of `cargo test`.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-ARCHES="x86_64" RUNS=2 WALL_RUNS=3 CONFIGS="ours,published,mix-kernel,mix-userland" ICOUNT=1 WALL=1
-THRESHOLD=1 FLOOR=0 DOCS=0
+ARCHES="x86_64" RUNS=3 WALL_RUNS=3 CONFIGS="ours,published,mix-kernel,mix-userland" ICOUNT=1 WALL=1
+THRESHOLD=1 FLOOR=0 DOCS=0 ICOUNT_OPTS=${ICOUNT_OPTS:-shift=0}
 while [ $# -gt 0 ]; do
     case "$1" in
         --arch) ARCHES=$2; [ "$ARCHES" = all ] && ARCHES="x86_64 aarch64"; shift 2 ;;
@@ -106,8 +111,26 @@ for arch in $ARCHES; do
     args=(--arch "$arch" --image-busybox "$PAY/ours/$arch/busybox" --clk "$OUT/clk-$arch" --keep-dmesg)
     for c in ${CONFIGS//,/ }; do args+=(--config "$(config_arg "$arch" "$c")"); done
     if [ "$ICOUNT" = 1 ]; then
-        log "$arch: $RUNS icount boot(s) per configuration (-icount shift=0,sleep=off)"
-        "$BIN" "${args[@]}" --runs "$RUNS" --icount shift=0,sleep=off >"$OUT/$arch-icount.jsonl"
+        log "$arch: $RUNS icount boot(s) per configuration (-icount $ICOUNT_OPTS)"
+        "$BIN" "${args[@]}" --runs "$RUNS" --icount "$ICOUNT_OPTS" >"$OUT/$arch-icount.jsonl"
+        if [ "$arch" = x86_64 ]; then
+            # Decompression: the same kernel booted through PVH (QEMU loads the ELF vmlinux, no
+            # decompressor), where the kernel has a PVH entry (ours does; the published one not).
+            pvh=()
+            for side in ours published; do
+                rc=0; python3 "$ROOT/scripts/boot-profile/vmlinux.py" "$PAY/$side/$arch/kernel" "$OUT/vmlinux-$side" || rc=$?
+                case $rc in
+                    0) cfg=$(config_arg "$arch" "$side"); pvh+=(--config "$side-pvh=$OUT/vmlinux-$side,${cfg#*,}") ;;
+                    3) log "$side x86_64 kernel has no PVH entry: its decompression is not split out" ;;
+                    *) exit 1 ;;
+                esac
+            done
+            if [ ${#pvh[@]} -gt 0 ]; then
+                log "$arch: the kernels with a PVH entry booted without the decompressor, $RUNS icount boot(s)"
+                "$BIN" --arch "$arch" --image-busybox "$PAY/ours/$arch/busybox" --clk "$OUT/clk-$arch" \
+                    "${pvh[@]}" --runs "$RUNS" --icount "$ICOUNT_OPTS" >"$OUT/$arch-pvh.jsonl"
+            fi
+        fi
     fi
     if [ "$WALL" = 1 ]; then
         log "$arch: $WALL_RUNS wall-clock boot(s) per configuration"
@@ -118,7 +141,7 @@ for arch in $ARCHES; do
 done
 
 if [ "$FLOOR" = 1 ]; then
-    "$ROOT/scripts/boot-profile/floor.sh" "$OUT/floor" "$OUT/clk-x86_64" "$RUNS" "$WALL_RUNS" >"$OUT/floor.json"
+    ICOUNT_OPTS=$ICOUNT_OPTS "$ROOT/scripts/boot-profile/floor.sh" "$OUT/floor" "$OUT/clk-x86_64" "$RUNS" "$WALL_RUNS" >"$OUT/floor.json"
 fi
 
 docs_args=()

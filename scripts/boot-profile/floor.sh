@@ -35,7 +35,7 @@ fi
 if [ "${FLOOR_BUILD_ONLY:-0}" = 1 ]; then exit 0; fi
 img=$ROOT/target/boot-profile/payloads/ours/x86_64/busybox
 "$BIN" --arch x86_64 --image-busybox "$img" --clk "$CLK" --floor-kernel "$OUT/bzImage" --runs "$RUNS" \
-    --icount shift=0,sleep=off >"$OUT/icount.jsonl"
+    --icount "${ICOUNT_OPTS:-shift=0}" >"$OUT/icount.jsonl"
 "$BIN" --arch x86_64 --image-busybox "$img" --clk "$CLK" --floor-kernel "$OUT/bzImage" --runs "$WALL_RUNS" >"$OUT/wall.jsonl"
 python3 - "$OUT" <<'EOF'
 import hashlib, json, os, statistics, sys

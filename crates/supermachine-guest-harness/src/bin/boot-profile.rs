@@ -15,7 +15,7 @@
 //! Boots are interleaved (config 1, config 2, …, repeated `--runs` times).
 //!
 //! After the agent answers, the guest's `dmesg` is read through the agent and turned into the
-//! timeline. `--icount OPTS` (e.g. `shift=0,sleep=off`) runs QEMU with `-icount OPTS`: times are
+//! timeline. `--icount OPTS` (e.g. `shift=0`) runs QEMU with `-icount OPTS`: times are
 //! then guest-virtual (anchored by the `--clk` counter helper, which is required then); otherwise
 //! they are wall-clock (printk clock anchored by the host's arrival time of the first marker line;
 //! on x86 the guest's TSC rate is set to the host's, `--tsc-khz`, so printk times are real time).
