@@ -78,6 +78,13 @@ pub fn decode(s: &str) -> Result<Vec<u8>, String> {
 /// d.finish(&mut out).unwrap();
 /// assert_eq!(out, b"hi!");
 /// ```
+/// The error text (out of line: the decode loop stays small in the static guest binaries).
+#[cold]
+#[inline(never)]
+fn invalid(what: &str, position: usize) -> String {
+    format!("invalid base64: {what} at position {position}")
+}
+
 #[derive(Debug, Default, Clone)]
 pub struct Decoder {
     acc: u32,
@@ -99,14 +106,16 @@ impl Decoder {
             if c == b'=' {
                 self.padding += 1;
                 if self.padding > 2 {
-                    return Err(format!("invalid base64: too much padding at position {i}"));
+                    return Err(invalid("too much padding", i));
                 }
                 continue;
             }
             if self.padding > 0 {
-                return Err(format!("invalid base64: data after padding at position {i}"));
+                return Err(invalid("data after padding", i));
             }
-            let v = val(c).ok_or_else(|| format!("invalid base64: unexpected character {:?} at position {i}", c as char))?;
+            let Some(v) = val(c) else {
+                return Err(invalid(&format!("unexpected character {:?}", c as char), i));
+            };
             self.acc = self.acc << 6 | v;
             self.n += 1;
             if self.n == 4 {

@@ -133,7 +133,7 @@ pub fn open_pty_slave(master: RawFd) -> io::Result<OwnedFd> {
     let mut n: libc::c_uint = 0;
     // SAFETY: TIOCGPTN writes one unsigned int into `n`.
     cvt(unsafe { libc::ioctl(master, TIOCGPTN as _, &mut n) })?;
-    let path = cstring(format!("/dev/pts/{n}"))?;
+    let path = cstring(&format!("/dev/pts/{n}"))?;
     // SAFETY: `path` is NUL-terminated and outlives the call.
     cvt(unsafe { libc::open(path.as_ptr(), flags) }).map(owned)
 }

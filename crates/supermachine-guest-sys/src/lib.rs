@@ -40,6 +40,6 @@ pub fn errno() -> i32 {
 }
 
 /// `s` as a C string; a NUL byte inside is an `InvalidInput` error (never silently dropped).
-pub fn cstring(s: impl AsRef<[u8]>) -> io::Result<CString> {
-    CString::new(s.as_ref()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "string contains a NUL byte"))
+pub fn cstring(s: &str) -> io::Result<CString> {
+    CString::new(s).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "string contains a NUL byte"))
 }

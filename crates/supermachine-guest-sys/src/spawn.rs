@@ -70,7 +70,12 @@ pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 }
 
 fn null_terminated(strings: &[CString]) -> Vec<*const libc::c_char> {
-    strings.iter().map(|s| s.as_ptr()).chain([std::ptr::null()]).collect()
+    let mut ptrs = Vec::with_capacity(strings.len() + 1);
+    for s in strings {
+        ptrs.push(s.as_ptr());
+    }
+    ptrs.push(std::ptr::null());
+    ptrs
 }
 
 /// Forks and execs `cmd` in a new session, with every signal handler reset and no signal

@@ -187,7 +187,7 @@ impl Cmdline {
                 "supermachine.pre_exec_sync" => c.pre_exec_sync = v == "1",
                 "sm.config" => c.config_path = abs_path(key, v)?,
                 "sm.config_b64" => {
-                    let json = b64::decode(v).map_err(|e| format!("{key}: not valid base64: {e}"))?;
+                    let json = b64::decode(v).map_err(|_| format!("{key}: not valid base64"))?;
                     let cfg = ImageConfig::parse(&json).map_err(|e| format!("{key}: {e}"))?;
                     c.overrides.config = Some(cfg);
                 }

@@ -12,6 +12,7 @@
 #[cfg(not(target_os = "linux"))]
 compile_error!("init-oci runs only on Linux");
 
+#[macro_use]
 mod pid1;
 
 use std::io;
@@ -26,7 +27,7 @@ fn main() {
         std::process::exit(host_mode(&args));
     }
     std::panic::set_hook(Box::new(|info| {
-        pid1::log(&format!("error: internal error: {}", info.to_string().replace('\n', " ")));
+        log!("error: internal error: {}", info.to_string().replace('\n', " "));
         pid1::shutdown(Status::Internal);
     }));
     // SAFETY: umask takes no pointers and cannot fail.

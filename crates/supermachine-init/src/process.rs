@@ -94,14 +94,11 @@ impl Process {
     /// Every string reaches exec as a C string: one with a NUL byte is refused here (the delta
     /// files and the cmdline are not JSON, so nothing else caught it).
     fn check_no_nul(&self, config_path: &str) -> Result<(), Fatal> {
-        let fields = self.args.iter().map(|s| ("argument", s)).chain(self.env.iter().map(|s| ("environment entry", s)))
-            .chain([("WorkingDir", &self.cwd), ("User", &self.user)]);
-        for (what, s) in fields {
-            if s.contains('\0') {
-                return Err(Fatal::new(Status::BadConfig, format!("{config_path}: {what} {s:?} contains a NUL byte")));
-            }
+        let mut strings = self.args.iter().chain(&self.env).chain([&self.cwd, &self.user]);
+        match strings.find(|s| s.as_bytes().contains(&0)) {
+            Some(s) => Err(Fatal::new(Status::BadConfig, format!("{config_path}: {s:?} contains a NUL byte"))),
+            None => Ok(()),
         }
-        Ok(())
     }
 }
 
@@ -158,7 +155,7 @@ mod tests {
         let img = crate::runtime::layer_config(None, &delta, &[]);
         let e = Process::resolve(img.as_ref(), &ov(), "/.supermachine-cmd").unwrap_err();
         assert_eq!(e.status, Status::BadConfig);
-        assert!(e.msg.contains("argument \"a\\0b\" contains a NUL byte"), "{}", e.msg);
+        assert!(e.msg.contains("\"a\\0b\" contains a NUL byte"), "{}", e.msg);
         let o = Overrides { cmd: Some(vec!["/bin/true".into()]), env: vec!["A=\0".into()], ..ov() };
         assert_eq!(Process::resolve(None, &o, "/c").unwrap_err().status, Status::BadConfig);
     }

@@ -5,7 +5,7 @@ use super::mounts::{early_mounts, mount_delta_binds, mount_delta_volumes, mount_
 use super::runtime_io::{fetch_served_env, network, pause_point, set_clock};
 use super::spawn::{is_exec, place_agent, spawn, Spawn};
 use super::supervise::Supervisor;
-use super::{cstr, in_root, log, NEWROOT};
+use super::{cstr, in_root, NEWROOT};
 use std::io;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -26,14 +26,14 @@ pub fn boot() -> Result<Supervisor, Fatal> {
         set_clock(s, ns);
     }
     if Path::new("/supermachine-smpark.ko").exists() {
-        log("ignoring /supermachine-smpark.ko (no modules; vCPU parking is the agent's CPU hotplug)");
+        log!("ignoring /supermachine-smpark.ko (no modules; vCPU parking is the agent's CPU hotplug)");
     }
     if c.kcache {
         pause_point("KCACHE");
     }
     let layers = find_layers(&c)?;
     mount_rootfs(&layers)?;
-    log(&format!("image rootfs: {} (overlay on tmpfs)", layers.join(" + ")));
+    log!("image rootfs: {} (overlay on tmpfs)", layers.join(" + "));
 
     // The supermachine runtime's delta-layer files (docs/INIT-OCI.md).
     let delta = DeltaFiles::load(|p| std::fs::read_to_string(in_root(p)).ok())
@@ -77,7 +77,7 @@ pub fn boot() -> Result<Supervisor, Fatal> {
     let agent = agent_path.as_ref().map(|a| Spawn {
         path: cstr(a),
         argv: vec![cstr(a)],
-        envp: vec![cstr(format!("PATH={DEFAULT_PATH}")), cstr("HOME=/root")],
+        envp: vec![cstr(&format!("PATH={DEFAULT_PATH}")), cstr("HOME=/root")],
         cwd: cstr("/"),
         ids: None,
         quiet: false,
@@ -112,14 +112,14 @@ pub fn boot() -> Result<Supervisor, Fatal> {
     let quiet = runtime_mode && !runtime::guest_stdio_to_console(get_env(&process.env, "SUPERMACHINE_GUEST_STDIO"));
     let workload = Spawn {
         path: cstr(&program),
-        argv: process.args.iter().map(cstr).collect(),
-        envp: process.env.iter().map(cstr).collect(),
+        argv: process.args.iter().map(|a| cstr(a)).collect(),
+        envp: process.env.iter().map(|e| cstr(e)).collect(),
         cwd: cstr(&process.cwd),
         ids: Some(ids.clone()),
         quiet,
     };
     // The runtime's pre-exec snapshot trigger.
-    log("workload-pre-exec");
+    log!("workload-pre-exec");
     if sup.cmdline.pre_exec_sync {
         pause_point("PRE-EXEC");
     } else if runtime_mode {
@@ -131,9 +131,9 @@ pub fn boot() -> Result<Supervisor, Fatal> {
     })?;
     sup.workload = Some(pid);
     if let Err(e) = std::fs::write(WORKLOAD_PID_FILE, format!("{pid}\n")) {
-        log(&format!("warning: cannot write {WORKLOAD_PID_FILE}: {e}"));
+        log!("warning: cannot write {WORKLOAD_PID_FILE}: {e}");
     }
-    log(&format!("entrypoint started: pid {pid}, uid {} gid {}, cwd {}{}: {:?}", ids.uid, ids.gid, process.cwd,
-                 if quiet { ", stdout/stderr /dev/null (SUPERMACHINE_GUEST_STDIO unset)" } else { "" }, process.args));
+    log!("entrypoint started: pid {pid}, uid {} gid {}, cwd {}{}: {:?}", ids.uid, ids.gid, process.cwd,
+                 if quiet { ", stdout/stderr /dev/null (SUPERMACHINE_GUEST_STDIO unset)" } else { "" }, process.args);
     Ok(sup)
 }

@@ -4,6 +4,14 @@
 //! supermachine runtime exchanges with us: clock, pause points, served env, network files) and
 //! `boot` (the order of it all).
 
+/// `log!("fmt", args...)`: one `init-oci: ...` line on the console (the arguments are formatted
+/// once, into the line itself).
+macro_rules! log {
+    ($($arg:tt)*) => {
+        $crate::pid1::log_line(format_args!($($arg)*))
+    };
+}
+
 pub mod boot;
 pub mod layers;
 pub mod mounts;
@@ -24,9 +32,10 @@ pub fn in_root(p: &str) -> String {
     format!("{NEWROOT}{p}")
 }
 
-/// Writes one `init-oci: ...` line to stderr (the console).
-pub fn log(msg: &str) {
-    write_stderr(format!("init-oci: {msg}\n").as_bytes());
+/// Writes one `init-oci: ...` line to stderr (the console); see [`log!`].
+#[inline(never)]
+pub fn log_line(args: std::fmt::Arguments) {
+    write_stderr(format!("init-oci: {args}\n").as_bytes());
 }
 
 /// Writes all of `bytes` to fd 2 without std's stderr lock (safe in a panic hook).
@@ -43,13 +52,14 @@ pub fn write_stderr(mut bytes: &[u8]) {
 
 /// A C string of a path we built or a string the config parser checked for NUL bytes
 /// (`Process::resolve` refuses them), so the conversion cannot fail; a NUL would be a bug.
-pub fn cstr(s: impl AsRef<[u8]>) -> CString {
+#[inline(never)] // called at many sites; one copy of the panic path
+pub fn cstr(s: &str) -> CString {
     supermachine_guest_sys::cstring(s).expect("strings reaching exec were checked for NUL bytes")
 }
 
 /// Prints the error and its exit status, then powers off.
 pub fn fail(f: Fatal) -> ! {
-    log(&format!("error: {}", f.msg));
+    log!("error: {}", f.msg);
     shutdown(f.status)
 }
 
@@ -57,7 +67,7 @@ pub fn fail(f: Fatal) -> ! {
 /// status, power off.
 pub fn shutdown(status: Status) -> ! {
     power::stop_all_processes(Duration::from_secs(1));
-    log(&format!("exit status {}", status.code()));
+    log!("exit status {}", status.code());
     power::power_off()
 }
 

@@ -1,9 +1,12 @@
 //! Mounting: the API file systems, volumes and virtio-fs shares, and the switch to the image root.
 
-use super::{in_root, log, wait_for, NEWROOT};
+use super::{in_root, wait_for};
+use std::ffi::CStr;
 use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
+use supermachine_guest_sys::cvt;
 use supermachine_guest_sys::mounts::{self, mount, API_MOUNTS, RUN_MOUNT};
 use supermachine_init::cmdline::Cmdline;
 use supermachine_init::runtime;
@@ -40,12 +43,11 @@ fn ensure_console() {
             continue;
         }
         // Lowest free fd first: with 0..fd-1 open, this lands on `fd` itself.
-        let Ok(console) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/console") else { continue };
-        let console = std::os::fd::OwnedFd::from(console);
-        let raw = std::os::fd::AsRawFd::as_raw_fd(&console);
+        let Ok(console) = open_device(c"/dev/console") else { continue };
+        let raw = console.as_raw_fd();
         if raw == fd {
-            // Keep it: it is the standard stream now (std opened it CLOEXEC: clear that).
-            let std_fd = std::os::fd::IntoRawFd::into_raw_fd(console);
+            // Keep it: it is the standard stream now (opened CLOEXEC: clear that).
+            let std_fd = console.into_raw_fd();
             // SAFETY: F_SETFD takes an int argument.
             unsafe { libc::fcntl(std_fd, libc::F_SETFD, 0) };
         } else {
@@ -87,8 +89,8 @@ pub fn mount_delta_binds(root: &str, binds: &[(String, String)]) {
         let target = format!("{root}{path}");
         let _ = std::fs::create_dir_all(&target);
         match mount(tag, &target, "virtiofs", 0, "") {
-            Ok(()) => log(&format!("mounted virtio-fs {tag} -> {path}")),
-            Err(e) => log(&format!("warning: mount -t virtiofs {tag} -> {path}: {e}")),
+            Ok(()) => log!("mounted virtio-fs {tag} -> {path}"),
+            Err(e) => log!("warning: mount -t virtiofs {tag} -> {path}: {e}"),
         }
     }
 }
@@ -105,12 +107,12 @@ pub fn mount_delta_volumes(volumes: &[String]) {
             for (dev, path) in map {
                 let _ = std::fs::create_dir_all(&path);
                 match mount(&dev, &path, "ext4", 0, "") {
-                    Ok(()) => log(&format!("mounted {dev} -> {path} (ext4, rw)")),
-                    Err(e) => log(&format!("warning: mount {dev} -> {path} ext4: {e}")),
+                    Ok(()) => log!("mounted {dev} -> {path} (ext4, rw)"),
+                    Err(e) => log!("warning: mount {dev} -> {path} ext4: {e}"),
                 }
             }
         }
-        Err(e) => log(&format!("warning: {e}")),
+        Err(e) => log!("warning: {e}"),
     }
 }
 
@@ -140,7 +142,7 @@ pub fn switch_root() -> Result<(), Fatal> {
     }
     mount_or(s, RUN_MOUNT.source, &in_root(RUN_MOUNT.target), RUN_MOUNT.fstype, RUN_MOUNT.flags, RUN_MOUNT.data)?;
     let err = |what: &str, e: io::Error| Fatal::new(s, format!("{what}: {e}"));
-    std::env::set_current_dir(NEWROOT).map_err(|e| err("chdir /newroot", e))?;
+    chdir(c"/newroot").map_err(|e| err("chdir /newroot", e))?;
     let dot = c".";
     // SAFETY: both arguments are NUL-terminated literals.
     if unsafe { libc::syscall(libc::SYS_pivot_root, dot.as_ptr(), dot.as_ptr()) } == 0 {
@@ -153,7 +155,22 @@ pub fn switch_root() -> Result<(), Fatal> {
             wipe(Path::new("/"), m.dev());
         }
         mount(".", "/", "", libc::MS_MOVE, "").map_err(|e| err("mount --move /newroot /", e))?;
-        std::os::unix::fs::chroot(".").map_err(|e| err("chroot", e))?;
+        // SAFETY: the path is a NUL-terminated literal.
+        cvt(unsafe { libc::chroot(dot.as_ptr()) }).map_err(|e| err("chroot", e))?;
     }
-    std::env::set_current_dir("/").map_err(|e| err("chdir /", e))
+    chdir(c"/").map_err(|e| err("chdir /", e))
+}
+
+// A literal C path: no conversion code (init-oci's size is budgeted).
+fn chdir(dir: &CStr) -> io::Result<()> {
+    // SAFETY: `dir` is NUL-terminated and outlives the call.
+    cvt(unsafe { libc::chdir(dir.as_ptr()) }).map(drop)
+}
+
+/// Opens a device by a literal path, read-write.
+pub fn open_device(path: &CStr) -> io::Result<OwnedFd> {
+    // SAFETY: `path` is NUL-terminated and outlives the call.
+    let fd = cvt(unsafe { libc::open(path.as_ptr(), libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC) })?;
+    // SAFETY: open() just created `fd`; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }

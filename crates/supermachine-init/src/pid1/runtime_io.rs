@@ -1,7 +1,7 @@
 //! What PID 1 exchanges with the host runtime: the clock, the pause points, the served
 //! environment (vsock port 1026), and the network files of the image.
 
-use super::{in_root, log, write_stderr};
+use super::{in_root, write_stderr};
 use std::io::{self, Read};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use supermachine_guest_sys::{cvt, errno, net};
@@ -13,7 +13,7 @@ pub fn set_clock(secs: i64, nanos: i64) {
     let ts = libc::timespec { tv_sec: secs as _, tv_nsec: nanos as _ };
     // SAFETY: reads one timespec, alive across the call.
     if unsafe { libc::clock_settime(libc::CLOCK_REALTIME, &ts) } != 0 {
-        log(&format!("warning: cannot set the clock: {}", io::Error::last_os_error()));
+        log!("warning: cannot set the clock: {}", io::Error::last_os_error());
     }
 }
 
@@ -41,8 +41,8 @@ pub fn pause_point(what: &str) {
 }
 
 /// Sets a socket option whose value is a timeval.
-fn set_timeval(fd: &OwnedFd, level: libc::c_int, name: libc::c_int, secs: libc::time_t) -> io::Result<()> {
-    let tv = libc::timeval { tv_sec: secs, tv_usec: 0 };
+fn set_timeval(fd: &OwnedFd, level: libc::c_int, name: libc::c_int, secs: u8) -> io::Result<()> {
+    let tv = libc::timeval { tv_sec: secs.into(), tv_usec: 0 };
     let len = std::mem::size_of::<libc::timeval>() as libc::socklen_t;
     // SAFETY: reads one timeval of `len` bytes, alive across the call.
     cvt(unsafe { libc::setsockopt(fd.as_raw_fd(), level, name, (&tv as *const libc::timeval).cast(), len) }).map(drop)
@@ -72,16 +72,22 @@ fn connect_host(port: u32) -> io::Result<std::fs::File> {
 /// service). 1 s to connect, 2 s to read; any failure is a warning and gives no variables.
 pub fn fetch_served_env() -> Vec<String> {
     let fetch = || -> Result<Vec<u8>, String> {
-        let stream = connect_host(runtime::ENV_PORT).map_err(|e| format!("connect to host port {}: {e}", runtime::ENV_PORT))?;
+        let mut stream = connect_host(runtime::ENV_PORT).map_err(|e| format!("connect to host port {}: {e}", runtime::ENV_PORT))?;
         let mut out = Vec::new();
-        // At most 1 MiB (and then some): a read error or timeout ends the reply.
-        let _ = stream.take((1 << 20) + 4096).read_to_end(&mut out);
+        let mut buf = [0u8; 4096];
+        // Until EOF, a read error or timeout, or more than 1 MiB.
+        while out.len() <= 1 << 20 {
+            match stream.read(&mut buf) {
+                Ok(n) if n > 0 => out.extend_from_slice(&buf[..n]),
+                _ => break,
+            }
+        }
         Ok(out)
     };
     match fetch().and_then(|b| runtime::parse_env_json(&b)) {
         Ok(env) => env,
         Err(e) => {
-            log(&format!("warning: no env from the runtime's env service: {e}"));
+            log!("warning: no env from the runtime's env service: {e}");
             Vec::new()
         }
     }

@@ -26,7 +26,7 @@ pub struct Spawn {
 
 /// Forks and execs `s` (stdin on /dev/null); a child that failed to start is waited for here.
 pub fn spawn(s: &Spawn) -> Result<libc::pid_t, SpawnError> {
-    let null = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null").ok();
+    let null = super::mounts::open_device(c"/dev/null").ok();
     let stdio = match &null {
         Some(n) if s.quiet => Stdio::Fds([n.as_raw_fd(); 3]),
         Some(n) => Stdio::Fds([n.as_raw_fd(), 1, 2]),

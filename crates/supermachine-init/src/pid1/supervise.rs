@@ -3,7 +3,7 @@
 //! `sm.on_exit=poweroff`.
 
 use super::spawn::{spawn, Spawn};
-use super::{log, shutdown};
+use super::shutdown;
 use std::time::{Duration, Instant};
 use supermachine_init::cmdline::{Cmdline, OnExit};
 use supermachine_init::{Status, WORKLOAD_PID_FILE};
@@ -89,9 +89,9 @@ impl Supervisor {
             if let Some(deadline) = self.stop_deadline {
                 if self.workload.is_none() || Instant::now() >= deadline {
                     if let Some(pid) = self.workload {
-                        log(&format!("entrypoint pid {pid} still running after {} s; killing it", self.cmdline.stop_timeout_secs));
+                        log!("entrypoint pid {pid} still running after {} s; killing it", self.cmdline.stop_timeout_secs);
                     }
-                    log("powering off");
+                    log!("powering off");
                     shutdown(Status::Ok);
                 }
             }
@@ -100,7 +100,7 @@ impl Supervisor {
                 if let Some(spec) = &self.agent_spec {
                     match spawn(spec) {
                         Ok(pid) => self.agent = Some(pid),
-                        Err(e) => log(&format!("warning: cannot restart the agent: {}: {}", e.step, e.err)),
+                        Err(e) => log!("warning: cannot restart the agent: {}: {}", e.step, e.err),
                     }
                 }
             }
@@ -112,10 +112,10 @@ impl Supervisor {
         self.stop_deadline = Some(Instant::now() + Duration::from_secs(grace as u64));
         match self.workload {
             Some(pid) => {
-                log(&format!("SIGTERM: stopping entrypoint pid {pid} (grace {grace} s)"));
+                log!("SIGTERM: stopping entrypoint pid {pid} (grace {grace} s)");
                 kill(pid, libc::SIGTERM);
             }
-            None => log("SIGTERM: stopping"),
+            None => log!("SIGTERM: stopping"),
         }
     }
 
@@ -130,16 +130,16 @@ impl Supervisor {
             if Some(pid) == self.workload {
                 self.workload = None;
                 let _ = std::fs::remove_file(WORKLOAD_PID_FILE);
-                log(&format!("entrypoint pid {pid} {}", describe(status)));
+                log!("entrypoint pid {pid} {}", describe(status));
                 let code = if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { 128 + libc::WTERMSIG(status) };
-                log(&format!("parking PID 1 (exit={code})"));
+                log!("parking PID 1 (exit={code})");
                 if self.cmdline.on_exit == OnExit::Poweroff && self.stop_deadline.is_none() {
-                    log("powering off (sm.on_exit=poweroff)");
+                    log!("powering off (sm.on_exit=poweroff)");
                     shutdown(Status::Ok);
                 }
             } else if Some(pid) == self.agent {
                 self.agent = None;
-                log(&format!("agent pid {pid} {}", describe(status)));
+                log!("agent pid {pid} {}", describe(status));
                 if self.stop_deadline.is_none() && self.agent_restarts < 10 {
                     self.agent_restarts += 1;
                     self.agent_restart_at = Some(Instant::now() + Duration::from_secs(1));
