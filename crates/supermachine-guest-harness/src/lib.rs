@@ -15,17 +15,30 @@ pub mod vsock;
 
 use std::path::PathBuf;
 
-/// True when running in CI (`CI=true`): missing tools are failures there, not skips.
+/// True when running in CI (`CI=true`): missing tools are failures there, not skips. The one
+/// CI check of the Rust side (scripts/test.sh makes the same decision for the ignored tests).
 pub fn in_ci() -> bool {
     std::env::var("CI").map(|v| v == "true" || v == "1").unwrap_or(false)
 }
 
-/// Finds `tool` on PATH. Outside CI a missing tool returns `None` so tests can skip with a
-/// message; in CI it panics, because the VM tests must run there.
+/// `tool` on PATH, if it is there.
+pub fn find_tool(tool: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| std::env::split_paths(&paths).map(|d| d.join(tool)).find(|p| p.is_file()))
+}
+
+/// For the VM tests. They are `#[ignore = "needs ..."]`, so a plain `cargo test` reports them as
+/// ignored instead of as passes that did nothing; scripts/test.sh runs them
+/// (`--include-ignored`) where the tools exist and always in CI. Once running, a missing tool
+/// is a failure with the fix in the message.
+pub fn require_tools(tools: &[&str]) {
+    let missing: Vec<&str> = tools.iter().copied().filter(|t| find_tool(t).is_none()).collect();
+    assert!(missing.is_empty(), "this test needs {} on PATH (scripts/install-prereqs.sh installs them)", missing.join(", "));
+}
+
+/// Finds `tool` on PATH for the tools (demo, benchmarks). Outside CI a missing tool returns
+/// `None` with a message; in CI it panics.
 pub fn require_tool(tool: &str) -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths).map(|d| d.join(tool)).find(|p| p.is_file())
-    });
+    let found = find_tool(tool);
     if found.is_none() {
         let msg = format!("{tool} not found on PATH (install it, or run scripts/test.sh which does)");
         if in_ci() {

@@ -19,6 +19,10 @@ use std::time::{Duration, Instant};
 use crate::guest::BoundedVsock;
 use supermachine_agent_client::{proto::ExecRequest, Client};
 
+/// The wall-clock time (Unix seconds) every OCI guest boots with (`supermachine.host_time=`):
+/// init-oci sets the clock from it, so tests can check the clock against it.
+pub const HOST_TIME: u64 = 1_795_305_600;
+
 /// The initramfs: `/init` = init-oci and the empty mount points it needs.
 pub fn initramfs(init_oci: &[u8]) -> Vec<u8> {
     let mut a = Archive::new();
@@ -175,7 +179,7 @@ impl OciGuest {
         let mut cfg = VmConfig::new(p.machine, &kernel);
         cfg.initrd = Some(initrd);
         cfg.mem_mib = opts.mem_mib;
-        cfg.append = format!("panic=-1 supermachine.host_time=1795305600 {}", opts.extra_cmdline);
+        cfg.append = format!("panic=-1 supermachine.host_time={HOST_TIME} {}", opts.extra_cmdline);
         if opts.image {
             let tree = dir.path().join("rootfs");
             let agent = opts.agent.then_some(p.agent);

@@ -7,11 +7,7 @@ use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 use supermachine_agent_client::{proto::ExecRequest, Event};
 use supermachine_guest_harness::guest::{Guest, GuestOptions};
-use supermachine_guest_harness::require_tool;
-
-fn tools_present() -> bool {
-    ["qemu-system-x86_64", "vhost-device-vsock", "mksquashfs"].iter().all(|t| require_tool(t).is_some())
-}
+use supermachine_guest_harness::require_tools;
 
 fn sh(cmd: &str) -> ExecRequest {
     ExecRequest::new(["/bin/sh", "-c", cmd])
@@ -24,10 +20,9 @@ fn boot(extra_cmdline: &str) -> Guest {
 }
 
 #[test]
+#[ignore = "needs qemu-system-x86_64, mksquashfs, vhost-device-vsock (scripts/test.sh runs it)"]
 fn boot_and_exec_through_the_agent() {
-    if !tools_present() {
-        return;
-    }
+    require_tools(&["qemu-system-x86_64", "mksquashfs", "vhost-device-vsock"]);
     let g = boot("");
     let c = &g.client;
 
@@ -125,10 +120,9 @@ fn boot_and_exec_through_the_agent() {
 /// The runtime's cold-boot cmdline tokens (including ones our kernel does not know, and a
 /// volume whose device does not exist) must not stop the boot.
 #[test]
+#[ignore = "needs qemu-system-x86_64, mksquashfs, vhost-device-vsock (scripts/test.sh runs it)"]
 fn boots_with_supermachine_cmdline_tokens() {
-    if !tools_present() {
-        return;
-    }
+    require_tools(&["qemu-system-x86_64", "mksquashfs", "vhost-device-vsock"]);
     let host_time = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     let g = boot(&format!("reboot=t tsi_hijack supermachine.host_time={host_time} sm.volume=/dev/vdq:/data sm.virtiofs=nosuchtag:/shared"));
     let out = g.client.exec(&ExecRequest::new(["cat", "/proc/cmdline"]), None).unwrap();

@@ -6,17 +6,9 @@
 use std::time::Duration;
 use supermachine_agent_client::proto::ExecRequest;
 use supermachine_guest_harness::oci::{ImageFile, OciGuest, OciOptions};
-use supermachine_guest_harness::{payloads, require_tool};
+use supermachine_guest_harness::{payloads, require_tools};
 
 const BOOT: Duration = Duration::from_secs(300);
-
-fn tools_present(vsock: bool) -> bool {
-    let mut tools = vec!["qemu-system-aarch64", "mksquashfs"];
-    if vsock {
-        tools.push("vhost-device-vsock");
-    }
-    tools.iter().all(|t| require_tool(t).is_some())
-}
 
 fn opts() -> OciOptions {
     OciOptions::for_payloads(payloads::aarch64())
@@ -36,10 +28,9 @@ fn workload() -> ImageFile {
 }
 
 #[test]
+#[ignore = "needs qemu-system-aarch64, mksquashfs, vhost-device-vsock (scripts/test.sh runs it)"]
 fn aarch64_entrypoint_output_and_agent_exec() {
-    if !tools_present(true) {
-        return;
-    }
+    require_tools(&["qemu-system-aarch64", "mksquashfs", "vhost-device-vsock"]);
     let config = r#"{"config":{"Entrypoint":["/bin/workload"],"Cmd":["a","b"],"Env":["GREETING=hi arm"],"WorkingDir":"/srv","User":"65534:65534"}}"#;
     let o = OciOptions { config: Some(config.into()), files: vec![workload()], ..opts() };
     let mut g = OciGuest::boot(&o).expect("boot");
@@ -60,10 +51,9 @@ fn aarch64_entrypoint_output_and_agent_exec() {
 /// The published runtime's layout on HVF: argv/workdir from the delta layer, the agent at
 /// `/supermachine-agent`, env from vsock port 1026, the runtime's console markers.
 #[test]
+#[ignore = "needs qemu-system-aarch64, mksquashfs, vhost-device-vsock (scripts/test.sh runs it)"]
 fn aarch64_runtime_delta_layer() {
-    if !tools_present(true) {
-        return;
-    }
+    require_tools(&["qemu-system-aarch64", "mksquashfs", "vhost-device-vsock"]);
     let delta = vec![ImageFile::new("/.supermachine-cmd", "/bin/workload\nfrom-delta\n"),
                      ImageFile::new("/.supermachine-workdir", "/work\n")];
     let env = r#"{"env":{"GREETING":"served","SUPERMACHINE_GUEST_STDIO":"1"},"secrets":{}}"#;
@@ -81,10 +71,9 @@ fn aarch64_runtime_delta_layer() {
 }
 
 #[test]
+#[ignore = "needs qemu-system-aarch64, mksquashfs (scripts/test.sh runs it)"]
 fn aarch64_bad_config_powers_off() {
-    if !tools_present(false) {
-        return;
-    }
+    require_tools(&["qemu-system-aarch64", "mksquashfs"]);
     let o = OciOptions { config: Some(r#"{"config": {"Cmd": ["/bin/true"],}"#.into()), vsock: false, ..opts() };
     let mut g = OciGuest::boot(&o).expect("boot");
     let st = g.vm.wait_exit(BOOT).unwrap_or_else(|e| panic!("QEMU did not power off: {e}"));

@@ -6,18 +6,10 @@
 
 use std::time::Duration;
 use supermachine_agent_client::proto::{ControlRequest, ExecRequest};
-use supermachine_guest_harness::oci::{wait_for_count, ImageFile, OciGuest, OciOptions};
-use supermachine_guest_harness::require_tool;
+use supermachine_guest_harness::oci::{wait_for_count, ImageFile, OciGuest, OciOptions, HOST_TIME};
+use supermachine_guest_harness::require_tools;
 
 const BOOT: Duration = Duration::from_secs(180);
-
-fn tools_present(vsock: bool) -> bool {
-    let mut tools = vec!["qemu-system-x86_64", "mksquashfs"];
-    if vsock {
-        tools.push("vhost-device-vsock");
-    }
-    tools.iter().all(|t| require_tool(t).is_some())
-}
 
 fn assert_no_panic(g: &OciGuest) {
     let console = g.vm.console_text();
@@ -52,10 +44,9 @@ fn users() -> Vec<ImageFile> {
 }
 
 #[test]
+#[ignore = "needs qemu-system-x86_64, mksquashfs, vhost-device-vsock (scripts/test.sh runs it)"]
 fn entrypoint_runs_as_configured_and_agent_answers_over_vsock() {
-    if !tools_present(true) {
-        return;
-    }
+    require_tools(&["qemu-system-x86_64", "mksquashfs", "vhost-device-vsock"]);
     let opts = OciOptions { config: Some(config()), files: users(), ..OciOptions::default() };
     let mut g = OciGuest::boot(&opts).expect("boot");
     g.vm.wait_for("@@ ready", BOOT).unwrap_or_else(|e| panic!("{e}"));
@@ -83,8 +74,13 @@ fn entrypoint_runs_as_configured_and_agent_answers_over_vsock() {
         assert!(text.contains(m), "mount {m:?} missing:\n{text}");
     }
     // The image is writable (tmpfs upper layer) and the clock came from the cmdline.
-    let out = c.exec(&ExecRequest::new(["/bin/sh", "-c", "echo x > /srv/app/new && cat /srv/app/new && date -u +%Y"]), None).unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "x\n2026\n");
+    let out = c.exec(&ExecRequest::new(["/bin/sh", "-c", "echo x > /srv/app/new && cat /srv/app/new && date -u +%s"]), None).unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (written, clock) = text.split_once('\n').unwrap_or_else(|| panic!("{text:?}"));
+    assert_eq!(written, "x");
+    // Set from supermachine.host_time= (HOST_TIME), then a boot's worth of seconds later.
+    let clock: u64 = clock.trim().parse().unwrap_or_else(|_| panic!("date printed {clock:?}"));
+    assert!((HOST_TIME..HOST_TIME + BOOT.as_secs()).contains(&clock), "clock {clock}, host_time {HOST_TIME}");
 
     // A signal to PID 1 is forwarded to the workload; the agent's signal action reaches it too.
     c.exec(&ExecRequest::new(["/bin/kill", "-HUP", "1"]), None).unwrap();
@@ -116,29 +112,26 @@ fn expect_failure(opts: OciOptions, error: &str, status: u8) {
 }
 
 #[test]
+#[ignore = "needs qemu-system-x86_64, mksquashfs (scripts/test.sh runs it)"]
 fn invalid_json_prints_its_error_and_powers_off() {
-    if !tools_present(false) {
-        return;
-    }
+    require_tools(&["qemu-system-x86_64", "mksquashfs"]);
     let opts = OciOptions { config: Some(r#"{"config": {"Cmd": ["/bin/true"],}"#.into()), vsock: false, ..OciOptions::default() };
     expect_failure(opts, "init-oci: error: /.supermachine/config.json: invalid JSON", 30);
 }
 
 #[test]
+#[ignore = "needs qemu-system-x86_64, mksquashfs (scripts/test.sh runs it)"]
 fn missing_entrypoint_prints_its_error_and_powers_off() {
-    if !tools_present(false) {
-        return;
-    }
+    require_tools(&["qemu-system-x86_64", "mksquashfs"]);
     let opts = OciOptions { config: Some(r#"{"config": {"Env": ["A=1"], "Entrypoint": null}}"#.into()), vsock: false,
                             ..OciOptions::default() };
     expect_failure(opts, "no entrypoint", 31);
 }
 
 #[test]
+#[ignore = "needs qemu-system-x86_64, mksquashfs (scripts/test.sh runs it)"]
 fn entrypoint_not_in_image_and_no_rootfs_power_off_with_their_status() {
-    if !tools_present(false) {
-        return;
-    }
+    require_tools(&["qemu-system-x86_64", "mksquashfs"]);
     let opts = OciOptions { config: Some(r#"{"Cmd": ["/usr/bin/missing-server"]}"#.into()), vsock: false, ..OciOptions::default() };
     expect_failure(opts, "\"/usr/bin/missing-server\" not found", 32);
     let opts = OciOptions { image: false, vsock: false, ..OciOptions::default() };
@@ -148,10 +141,9 @@ fn entrypoint_not_in_image_and_no_rootfs_power_off_with_their_status() {
 /// No config file: the cmdline alone says what to run (`sm.cmd`, `sm.env`, `sm.workdir`,
 /// `sm.user`), no agent (`sm.agent=none`), and `sm.on_exit=poweroff` ends the VM when it exits.
 #[test]
+#[ignore = "needs qemu-system-x86_64, mksquashfs (scripts/test.sh runs it)"]
 fn cmdline_overrides_without_config_file() {
-    if !tools_present(false) {
-        return;
-    }
+    require_tools(&["qemu-system-x86_64", "mksquashfs"]);
     let script = ImageFile { path: "/bin/report".into(), mode: 0o755,
                              data: b"#!/bin/sh\necho \"@@ report x=$X uid=$(id -u) gid=$(id -g) pwd=$(pwd) args=$*\"\n".to_vec() };
     let opts = OciOptions {
@@ -173,10 +165,9 @@ fn cmdline_overrides_without_config_file() {
 /// (`/.supermachine-cmd`, `-workdir`, `-user`, `-hostname`), the agent is `/supermachine-agent`
 /// in that layer, and the env comes from the host's env service on vsock port 1026.
 #[test]
+#[ignore = "needs qemu-system-x86_64, mksquashfs, vhost-device-vsock (scripts/test.sh runs it)"]
 fn runtime_delta_layer_files_and_env_service() {
-    if !tools_present(true) {
-        return;
-    }
+    require_tools(&["qemu-system-x86_64", "mksquashfs", "vhost-device-vsock"]);
     let workload = "#!/bin/sh\ntrap 'exit 0' TERM\n\
         echo \"@@ delta uid=$(id -u) gid=$(id -g) pwd=$(pwd) host=$(hostname) greeting=$GREETING token=$TOKEN path=$PATH n=$# args=$*\"\n\
         echo @@ ready\nwhile true; do sleep 1 & wait $!; done\n";

@@ -12,11 +12,9 @@ fn payload_manifests_are_current() {
     if !script.exists() {
         return; // packaged crate: the recipes are not shipped
     }
-    let out = match Command::new("python3").arg(&script).arg("check").current_dir(&root).output() {
-        Ok(o) => o,
-        Err(e) if std::env::var("CI").is_err() => return eprintln!("SKIP: python3 not runnable: {e}"),
-        Err(e) => panic!("python3 is needed for the manifest check: {e}"),
-    };
+    // python3 is a prerequisite of the repository's scripts: missing it is a failure, not a skip.
+    let out = Command::new("python3").arg(&script).arg("check").current_dir(&root).output()
+        .unwrap_or_else(|e| panic!("python3 runs the manifest check (scripts/install-prereqs.sh installs it): {e}"));
     assert!(out.status.success(), "payload manifests are stale or broken:\n{}{}",
             String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
 }
