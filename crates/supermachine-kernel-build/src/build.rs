@@ -25,6 +25,17 @@ pub enum Arch {
 }
 
 impl Arch {
+    /// Every architecture, one arch crate each.
+    pub const ALL: [Arch; 2] = [Arch::X86_64, Arch::Aarch64];
+
+    /// The arch crate's package name (its folder under `crates/`).
+    pub fn crate_name(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "supermachine-kernel-x86-64",
+            Arch::Aarch64 => "supermachine-kernel-aarch64",
+        }
+    }
+
     fn env_tag(self) -> &'static str {
         match self {
             Arch::X86_64 => "X86_64",
@@ -44,7 +55,9 @@ impl Arch {
         }
     }
 
-    /// The payloads this arch's crate embeds, in `ASSETS` order.
+    /// The payloads this arch's crate embeds, in `ASSETS` order: the one list of payloads.
+    /// `tests/payload_list.rs` checks the manifests, the arch crates' `extract_fns!` lines and
+    /// docs, and the guest harness against it (`src/payload_list_tests.rs`).
     pub fn assets(self) -> Vec<AssetSpec> {
         let elf = self.elf();
         match self {

@@ -24,5 +24,7 @@ pub mod manifest;
 #[cfg(any(test, feature = "fixtures"))]
 #[doc(hidden)]
 pub mod fixtures;
+#[cfg(test)]
+mod payload_list_tests;
 
 pub use extract::{extract_all_to, write_atomic, Asset};

@@ -1,8 +1,8 @@
 //! x86_64 guest payloads for the [supermachine] microVM runtime.
 //!
 //! This crate embeds a minimal Linux kernel (a bzImage that boots with the 64-bit boot
-//! protocol, in as little as 24 MiB of guest RAM), a static busybox and the in-VM agent
-//! (`supermachine-agent`, protocol v5 on vsock port 1028), decoded from
+//! protocol, in as little as 24 MiB of guest RAM), a static busybox, the in-VM agent
+//! (`supermachine-agent`, protocol v5 on vsock port 1028) and `init-oci`, decoded from
 //! `payload/*.xz` by the build script and checked against the SHA-256 manifest. Every byte
 //! comes from a pinned public source; see the crate's NOTICE and `payload/manifest.toml`.
 //!
@@ -33,7 +33,7 @@
 //! assert!(KERNEL_CMDLINE.contains("console=ttyS0"));
 //! ```
 //!
-//! # Use your own kernel (or busybox, or agent)
+//! # Use your own kernel (or busybox, or agent, or init-oci)
 //!
 //! Set an override when building; the build script validates the file (a complete bzImage for
 //! the kernel, a complete, statically linked x86_64 ELF executable for programs) and embeds it
@@ -46,7 +46,7 @@
 //!
 //! Accepted names, highest priority first: `SUPERMACHINE_X86_64_<P>_PATH`, the upstream
 //! `SUPERMACHINE_X86_<P>_PATH`, then `SUPERMACHINE_<P>_PATH`, with `<P>` one of `KERNEL`,
-//! `BUSYBOX`, `AGENT`. A relative path is resolved against the root of the workspace being built.
+//! `BUSYBOX`, `AGENT`, `INIT_OCI`. A relative path is resolved against the root of the workspace being built.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

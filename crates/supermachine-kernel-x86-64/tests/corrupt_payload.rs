@@ -11,27 +11,15 @@ use common::*;
 use std::fs;
 use std::path::Path;
 
-/// (file, xz_sha256, sha256) per manifest table.
+/// (name, file, xz_sha256, sha256) per manifest table, read with the build helper's reader.
 fn manifest(dir: &Path) -> Vec<(String, String, String, String)> {
     let text = fs::read_to_string(dir.join("payload/manifest.toml")).unwrap();
-    let mut out = Vec::new();
-    let mut cur: Option<(String, String, String, String)> = None;
-    for line in text.lines().map(str::trim) {
-        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-            out.extend(cur.take());
-            cur = Some((name.to_string(), String::new(), String::new(), String::new()));
-        } else if let (Some(c), Some((k, v))) = (cur.as_mut(), line.split_once('=')) {
-            let v = v.trim().trim_matches('"').to_string();
-            match k.trim() {
-                "file" => c.1 = v,
-                "xz_sha256" => c.2 = v,
-                "sha256" => c.3 = v,
-                _ => {}
-            }
-        }
-    }
-    out.extend(cur);
-    out
+    supermachine_kernel_build::manifest::parse(&text).unwrap().into_iter()
+        .map(|e| {
+            let field = |k: &str| e.get(k).unwrap().to_string();
+            (e.name.clone(), field("file"), field("xz_sha256"), field("sha256"))
+        })
+        .collect()
 }
 
 #[test]

@@ -1,0 +1,71 @@
+//! The payload list is defined once, by `Arch::assets()` (the `AssetSpec` table). Everything
+//! else that names payloads is checked against it here: each arch crate's manifest tables, its
+//! `extract_fns!` lines, its crate docs and Cargo description, and the guest harness.
+
+use crate::build::Arch;
+use crate::manifest;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn read(rel: &str) -> Option<String> {
+    std::fs::read_to_string(repo().join(rel)).ok()
+}
+
+/// How a crate description names each payload.
+fn described_as(name: &str) -> &'static str {
+    match name {
+        "kernel" => "kernel",
+        "busybox" => "busybox",
+        "supermachine-agent" => "agent",
+        "init-oci" => "init-oci",
+        other => panic!("payload {other} is new: say here how the Cargo descriptions name it"),
+    }
+}
+
+#[test]
+fn manifests_list_exactly_the_asset_table() {
+    for arch in Arch::ALL {
+        let rel = format!("crates/{}/payload/manifest.toml", arch.crate_name());
+        let Some(text) = read(&rel) else { return }; // packaged crate: no sibling crates
+        let tables: BTreeSet<String> = manifest::parse(&text).unwrap().into_iter().map(|e| e.name).collect();
+        let assets: BTreeSet<String> = arch.assets().iter().map(|a| a.name.to_string()).collect();
+        assert_eq!(tables, assets, "{rel} and Arch::{arch:?}.assets() disagree");
+    }
+}
+
+#[test]
+fn arch_crates_expose_every_asset() {
+    for arch in Arch::ALL {
+        let rel = format!("crates/{}/src/lib.rs", arch.crate_name());
+        let Some(lib) = read(&rel) else { return };
+        let cargo = read(&format!("crates/{}/Cargo.toml", arch.crate_name())).unwrap();
+        let description = cargo.lines().find(|l| l.starts_with("description")).unwrap_or("");
+        for a in arch.assets() {
+            let fn_name = format!("extract_{}_to", a.ident.to_lowercase());
+            let line = format!("extract_fns!({fn_name}, {fn_name}_with_parents, {}_BYTES, {},", a.ident, a.executable);
+            assert!(lib.contains(&line), "{rel}: no `{line} ...)` for the {} payload", a.name);
+            assert!(lib.contains(&format!("`{}`", a.env_key)), "{rel}: the override docs do not list `{}`", a.env_key);
+            assert!(description.contains(described_as(a.name)), "{}'s Cargo description omits {}", arch.crate_name(), a.name);
+        }
+    }
+}
+
+#[test]
+fn guest_harness_takes_every_asset() {
+    let Some(text) = read("crates/supermachine-guest-harness/src/payloads.rs") else { return };
+    for arch in Arch::ALL {
+        let key = match arch {
+            Arch::X86_64 => "pub fn x86_64()",
+            Arch::Aarch64 => "pub fn aarch64()",
+        };
+        let body = text.split(key).nth(1).unwrap_or_else(|| panic!("payloads.rs has no `{key}`"));
+        let body = body.split("\npub fn").next().unwrap();
+        for a in arch.assets() {
+            assert!(body.contains(&format!("p::{}_BYTES", a.ident)), "payloads.rs `{key}` does not take {}", a.name);
+        }
+    }
+}
