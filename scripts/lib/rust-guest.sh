@@ -3,6 +3,8 @@
 # scripts/init-build.sh after scripts/lib/pins.sh and scripts/lib/common.sh.
 # shellcheck shell=bash
 
+# The Rust pins live here, not in scripts/lib/pins.sh: only the Rust recipes hash this file, so
+# bumping the toolchain asks for an agent/init-oci rebuild but not a kernel or busybox one.
 PIN_RUST_TOOLCHAIN=1.95.0
 PIN_RUSTC_VERSION='rustc 1.95.0 (59807616e 2026-04-14)'
 

@@ -373,11 +373,25 @@ pub struct StatReply {
     pub mode: u32,
     /// Modification time, seconds since the epoch.
     pub mtime: i64,
+    /// Owner uid (`None` when an agent does not send it: the field is additive in v5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    /// Owner gid (`None` when an agent does not send it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gid: Option<u32>,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stat_reply_owner_is_optional() {
+        let r: StatReply = serde_json::from_str(r#"{"type":"file","size":3,"mode":33188,"mtime":5,"uid":1000,"gid":100}"#).unwrap();
+        assert_eq!((r.uid, r.gid), (Some(1000), Some(100)));
+        let old: StatReply = serde_json::from_str(r#"{"type":"dir","size":0,"mode":16877,"mtime":5}"#).unwrap();
+        assert_eq!((old.uid, old.gid), (None, None));
+    }
 
     #[test]
     fn exec_request_fields() {
