@@ -3,13 +3,11 @@
 use crate::conn::Conn;
 use crate::file_write::{self, ControlData};
 use crate::input::Input;
-use crate::{file_read, sys};
+use crate::{file_read, files, sys};
 use serde_json::Value;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Read};
 use std::net::{Shutdown, TcpStream};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use supermachine_agent_proto::{self as proto, Ack, ControlRequest, FrameType};
@@ -113,29 +111,13 @@ fn handle(req: &ControlRequest) -> Result<Ack, String> {
         ControlRequest::SmparkPark => smpark(false),
         ControlRequest::SmparkUnpark => smpark(true),
         ControlRequest::Stat { path, follow } => {
-            let md = if follow.unwrap_or(true) { fs::metadata(path) } else { fs::symlink_metadata(path) }
-                .map_err(|e| err_at("stat", path, e))?;
-            let ft = md.file_type();
-            let kind = if ft.is_file() {
-                "file"
-            } else if ft.is_dir() {
-                "dir"
-            } else if ft.is_symlink() {
-                "symlink"
-            } else {
-                "other"
-            };
-            let a = with(with(ack(), "type", kind), "size", md.len());
-            let a = with(with(a, "mode", md.mode()), "mtime", md.mtime());
-            Ok(with(with(a, "uid", md.uid()), "gid", md.gid()))
+            let st = files::stat(path, follow.unwrap_or(true)).map_err(|e| err_at("stat", path, e))?;
+            let a = with(with(ack(), "type", st.kind), "size", st.size);
+            let a = with(with(a, "mode", st.mode), "mtime", st.mtime);
+            Ok(with(with(a, "uid", st.uid), "gid", st.gid))
         }
         ControlRequest::Mkdir { path, parents, mode } => {
-            let mode = mode.unwrap_or(0o755);
-            if *parents && Path::new(path).is_dir() {
-                return Ok(ack());
-            }
-            fs::DirBuilder::new().recursive(*parents).mode(mode).create(path).map_err(|e| err_at("mkdir", path, e))?;
-            let _ = fs::set_permissions(path, fs::Permissions::from_mode(mode));
+            files::mkdir(path, *parents, mode.unwrap_or(0o755)).map_err(|e| err_at("mkdir", path, e))?;
             Ok(ack())
         }
         ControlRequest::Remove { path, recursive } => {

@@ -7,6 +7,7 @@
 
 use crate::conn::Conn;
 use crate::exec_input::StdinInput;
+use crate::exec_shared::Shared;
 use crate::file_write::StageData;
 use crate::input::Input;
 use crate::limits::{INPUT_STACK, OUTPUT_BUF};
@@ -14,9 +15,8 @@ use crate::reaper::{self, Waiter};
 use crate::sys;
 use std::collections::BTreeMap;
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use supermachine_agent_proto::{self as proto, ExecRequest, FrameType, HEADER_LEN};
 use supermachine_guest_sys::path::DEFAULT_PATH;
@@ -26,67 +26,6 @@ use supermachine_guest_sys::spawn::{self, Command, Stdio};
 /// is forwarded while it keeps coming at least every DRAIN_IDLE, for at most DRAIN_MAX.
 const DRAIN_IDLE_MS: i32 = 50;
 const DRAIN_MAX: Duration = Duration::from_secs(1);
-
-/// What the exec's threads share.
-pub struct Shared {
-    step: Mutex<Step>,
-    disconnected: AtomicBool,
-    /// The pty master, for RESIZE.
-    pub master: Option<RawFd>,
-}
-
-/// The step running now, and signals that arrived while none was.
-#[derive(Default)]
-struct Step {
-    /// Pid (= process group) of the step running now.
-    pid: Option<libc::pid_t>,
-    /// SIGNALs decoded before the step started (the host may send one right after REQUEST):
-    /// delivered when it starts.
-    pending: Vec<i32>,
-}
-
-/// Signals kept for a step that has not started yet; more are dropped.
-const PENDING_SIGNALS_MAX: usize = 8;
-
-impl Shared {
-    fn step(&self) -> std::sync::MutexGuard<'_, Step> {
-        self.step.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// SIGNAL from the host: to the running step's process group, or to the next one to start.
-    pub fn signal(&self, sig: i32) {
-        let mut step = self.step();
-        match step.pid {
-            Some(pid) => {
-                let _ = sys::kill_group(pid, sig);
-            }
-            None if step.pending.len() < PENDING_SIGNALS_MAX => step.pending.push(sig),
-            None => {}
-        }
-    }
-
-    /// A step started (`Some`) or ended (`None`).
-    fn set_pid(&self, pid: Option<libc::pid_t>) {
-        let mut step = self.step();
-        step.pid = pid;
-        if let Some(pid) = pid {
-            if self.disconnected.load(Ordering::SeqCst) {
-                step.pending.push(libc::SIGKILL);
-            }
-            for sig in std::mem::take(&mut step.pending) {
-                let _ = sys::kill_group(pid, sig);
-            }
-        }
-    }
-
-    /// The host went away: kill the running step's process group; run nothing more.
-    pub fn disconnect(&self) {
-        self.disconnected.store(true, Ordering::SeqCst);
-        if let Some(pid) = self.step().pid {
-            let _ = sys::kill_group(pid, libc::SIGKILL);
-        }
-    }
-}
 
 /// The environment of the exec's processes: the request's variables over the agent's own, and
 /// a default `PATH` and `HOME` (and `TERM` on a tty) where neither has one. Linear in the number
@@ -142,7 +81,7 @@ pub fn run(conn: Arc<Conn>, rd: Input, mut req: ExecRequest, stage: StageData) {
             Err(e) => return conn.send_error(&format!("cannot create a pipe: {e}")),
         }
     };
-    let sh = Arc::new(Shared { step: Mutex::new(Step::default()), disconnected: AtomicBool::new(false), master: master.as_ref().map(|m| m.as_raw_fd()) });
+    let sh = Arc::new(Shared::new(master.as_ref().map(|m| m.as_raw_fd())));
     let stop = match sys::eventfd() {
         Ok(e) => e,
         Err(e) => return conn.send_error(&format!("cannot create an eventfd: {e}")),
@@ -161,7 +100,7 @@ pub fn run(conn: Arc<Conn>, rd: Input, mut req: ExecRequest, stage: StageData) {
     let mut rss = 0u64;
     let steps = std::iter::once(&req.argv).chain(req.chain.iter());
     for argv in steps {
-        if sh.disconnected.load(Ordering::SeqCst) {
+        if sh.is_disconnected() {
             break;
         }
         let started = start_step(argv, &envp, &path_var, cwd.as_ref(), stdin_r.as_ref(), master.as_ref());
@@ -184,7 +123,7 @@ pub fn run(conn: Arc<Conn>, rd: Input, mut req: ExecRequest, stage: StageData) {
         }
     }
     drop(stdin_r);
-    if !sh.disconnected.load(Ordering::SeqCst) {
+    if !sh.is_disconnected() {
         // The last frame: an ERROR the input thread may still want to send (a frame it decodes
         // meanwhile) must not follow it.
         let _ = conn.send_last(FrameType::Exit, &proto::exit_payload(code, rss));

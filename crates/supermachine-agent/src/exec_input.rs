@@ -12,7 +12,7 @@
 
 use crate::budget::Lease;
 use crate::conn::Conn;
-use crate::exec::Shared;
+use crate::exec_shared::Shared;
 use crate::input::Input;
 use crate::limits::STDIN_QUEUE_MAX;
 use crate::sys;
