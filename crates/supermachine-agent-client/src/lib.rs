@@ -38,6 +38,7 @@
 //! assert_eq!(status.code, 0);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+#![forbid(unsafe_code)]
 
 pub use supermachine_agent_proto as proto;
 

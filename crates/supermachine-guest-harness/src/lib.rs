@@ -2,6 +2,7 @@
 //! the crates' own payload constants and boots them under QEMU with TCG.
 //!
 //! Not published; the workspace's tests and `scripts/demo.sh` use it.
+#![forbid(unsafe_code)]
 
 pub mod cpio;
 pub mod guest;
