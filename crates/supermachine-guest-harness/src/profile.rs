@@ -40,6 +40,13 @@ fn mark_line(name: &str) -> String {
 /// one before each of [`INIT_STEPS`], `launch-start` and `agent-exec` in the launch script, and
 /// the agent's stderr sent to `/dev/kmsg` so its "listening" line is timestamped too.
 pub fn traced_init_script(opts: &Options, clk: bool) -> String {
+    traced_init_script_with(opts, clk, None)
+}
+
+/// [`traced_init_script`], plus (diagnostics only, not the runtime's flow) a shell command run as
+/// its own step, `probe-step`, just before the mounts are moved into the new root (e.g.
+/// `chroot /newroot /bin/sh -c true`: the first exec of an image binary, without the agent).
+pub fn traced_init_script_with(opts: &Options, clk: bool, probe: Option<&str>) -> String {
     let plain = init_script(opts);
     let mut out = String::new();
     let mut lines = plain.lines();
@@ -68,6 +75,11 @@ pub fn traced_init_script(opts: &Options, clk: bool) -> String {
             in_launch = false;
         }
         if let Some((name, _)) = INIT_STEPS.iter().find(|(_, p)| l.starts_with(p)) {
+            if let (Some(cmd), true) = (probe, *name == "move-mounts") {
+                out.push_str(&mark_line("probe-step"));
+                out.push_str(cmd);
+                out.push('\n');
+            }
             out.push_str(&mark_line(name));
         }
         if l.starts_with("cat > /newroot/.supermachine/launch") {
@@ -81,7 +93,7 @@ pub fn traced_init_script(opts: &Options, clk: bool) -> String {
 
 /// The supermachine initramfs with the traced `/init`, a `/dev/kmsg` node (markers are written
 /// before devtmpfs is mounted) and, if given, the counter helper.
-pub fn traced_initramfs(busybox: &[u8], agent: &[u8], opts: &Options, clk: Option<&[u8]>) -> Vec<u8> {
+pub fn traced_initramfs(busybox: &[u8], agent: &[u8], opts: &Options, clk: Option<&[u8]>, probe: Option<&str>) -> Vec<u8> {
     let mut a = Archive::new();
     for d in ["bin", "proc", "dev", "sys", "modules"] {
         a.dir(d, 0o755);
@@ -91,7 +103,7 @@ pub fn traced_initramfs(busybox: &[u8], agent: &[u8], opts: &Options, clk: Optio
     if let Some(c) = clk {
         a.file(CLK_PATH, 0o755, c);
     }
-    a.file("init", 0o755, traced_init_script(opts, clk.is_some()).as_bytes());
+    a.file("init", 0o755, traced_init_script_with(opts, clk.is_some(), probe).as_bytes());
     a.finish()
 }
 
@@ -188,6 +200,7 @@ pub fn phase_name(event: &str) -> String {
         "launch-start" => "launch script → exec agent".into(),
         "agent-exec" => "agent start → listening".into(),
         "agent-listening" => "listening → first exec answered".into(),
+        "probe-step" => "init: probe-step (diagnostic, not in the runtime)".into(),
         s => format!("init: {s}"),
     }
 }
@@ -218,6 +231,10 @@ pub fn build(recs: &[Record], host: &HostTimes, icount: bool) -> Result<Timeline
     }
     ev.push(("init-start".into(), offset + init_start));
     let mut names: Vec<&str> = INIT_STEPS.iter().map(|(n, _)| *n).collect();
+    if find("probe-step").is_some() {
+        let at = names.iter().position(|n| *n == "move-mounts").unwrap_or(names.len());
+        names.insert(at, "probe-step");
+    }
     names.extend(["launch-start", "agent-exec"]);
     for n in names {
         let t = find(n).ok_or_else(|| format!("no {n} marker in dmesg"))?;
@@ -327,6 +344,9 @@ mod tests {
         }
         assert!(s.contains("exec /.supermachine/agent  2>/dev/kmsg") || s.contains("exec /.supermachine/agent 2>/dev/kmsg"), "{s}");
         assert!(s.contains(&format!("/{CLK_PATH}\n")));
+        let p = traced_init_script_with(&Options::default(), false, Some("chroot /newroot /bin/sh -c true"));
+        let i = p.find("chroot /newroot").unwrap();
+        assert!(p[..i].ends_with(&mark_line("probe-step")) && p[i..].contains("mount --move /proc"), "{p}");
         // Same script otherwise: dropping marker lines gives back the original.
         let stripped: String = s.lines()
             .filter(|l| !l.contains(MARK) && *l != format!("/{CLK_PATH}"))

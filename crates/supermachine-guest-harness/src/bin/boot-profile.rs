@@ -5,7 +5,7 @@
 //! boot-profile --arch x86_64|aarch64 --image-busybox PATH [--clk PATH]
 //!              --config NAME=KERNEL,AGENT,BUSYBOX [--config …]
 //!              [--runs N] [--icount OPTS] [--tsc-khz KHZ] [--mem MIB] [--timeout S] [--cmdline STR]
-//!              [--keep-dmesg] [--floor-kernel PATH]
+//!              [--keep-dmesg] [--floor-kernel PATH] [--probe-step CMD]
 //! ```
 //! Every configuration boots the same flow as `bench-guest` (`initramfs::supermachine`: squashfs
 //! image → overlay → `switch_root` → agent as PID 1), but with the traced `/init`
@@ -19,6 +19,9 @@
 //! then guest-virtual (anchored by the `--clk` counter helper, which is required then); otherwise
 //! they are wall-clock (printk clock anchored by the host's arrival time of the first marker line;
 //! on x86 the guest's TSC rate is set to the host's, `--tsc-khz`, so printk times are real time).
+//!
+//! `--probe-step CMD` (a diagnostic) runs CMD in `/init` as its own step just before the mounts are
+//! moved, e.g. `chroot /newroot /bin/sh -c true` (the first exec of an image binary).
 //!
 //! `--floor-kernel K` instead times the floor: the same VMM launch with kernel K and an initramfs
 //! whose `/init` is the counter helper (launch → /init, host and, under `--icount`, virtual).
@@ -188,6 +191,7 @@ fn main() {
     let (mut icount, mut tsc_khz, mut mem, mut timeout) = (None::<String>, None::<u32>, 256u32, 300u64);
     let mut extra = String::new();
     let mut keep_dmesg = false;
+    let mut probe_step = None::<String>;
     let mut floor_kernel = None::<PathBuf>;
     let mut configs: Vec<(String, PathBuf, PathBuf, PathBuf)> = Vec::new();
     let mut args = std::env::args().skip(1);
@@ -213,6 +217,7 @@ fn main() {
             "--timeout" => timeout = val().parse().unwrap_or_else(|_| die("--timeout takes seconds")),
             "--cmdline" => extra = val(),
             "--keep-dmesg" => keep_dmesg = true,
+            "--probe-step" => probe_step = Some(val()),
             "--floor-kernel" => floor_kernel = Some(PathBuf::from(val())),
             _ => die(&format!("unknown argument {a}")),
         }
@@ -241,7 +246,7 @@ fn main() {
     rootfs::squashfs(&tree, &image).unwrap_or_else(|e| die(&e.to_string()));
     let prepared: Vec<Config> = configs.iter().map(|(name, k, a, b)| {
         let initrd = dir.path().join(format!("{name}.cpio"));
-        let bytes = profile::traced_initramfs(&read(b), &read(a), &InitOptions::default(), clk_bytes.as_deref());
+        let bytes = profile::traced_initramfs(&read(b), &read(a), &InitOptions::default(), clk_bytes.as_deref(), probe_step.as_deref());
         std::fs::write(&initrd, bytes).unwrap_or_else(|e| die(&e.to_string()));
         Config { name: name.clone(), kernel: k.clone(), initrd }
     }).collect();
