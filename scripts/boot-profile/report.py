@@ -103,10 +103,8 @@ for arch in arches:
                       "initcalls_over_threshold": [[n, u] for n, u in ic if u >= a.threshold_ms * 1000],
                       "initcalls_total_us": sum(u for _, u in ic), "initcall_count": len(ic),
                       "crng_init_done_ms": median(notes.get("crng_init_done_ms", [])),
-                      # Under icount the last phase is host-paced (idle jumps to timer deadlines): the
-                      # spread is taken up to agent listening there.
                       "spread_ms": (lambda v: max(v) - min(v) if len(v) > 1 else None)(
-                          [dict((n, t) for n, t in b["events"]).get("agent-listening" if mode == "icount" else "first-exec", 0) for b in boots]),
+                          [dict((n, t) for n, t in b["events"]).get("first-exec", 0) for b in boots]),
                       "totals_min": {k: min([v for v in (seg(b, x, y) for b in boots) if v is not None], default=None) for k, (x, y) in {
                           "launch_to_init": ("launch", "init-start"), "init_to_listening": ("init-start", "agent-listening"),
                           "init_to_first_exec": ("init-start", "first-exec"), "launch_to_first_exec": ("launch", "first-exec")}.items()},
@@ -195,8 +193,6 @@ def svg():
                 ep = event_phase(M, cfg)
                 segs = []
                 for label, color, evs in GROUPS:
-                    if mode == "icount" and evs == ["agent-listening"]:
-                        continue  # host-paced idle under icount: not a guest figure
                     segs.append((label, color, sum(ep.get(e, 0) for e in evs)))
                 bars.append((cfg, segs))
             panels.append((arch, mode, bars))
@@ -263,7 +259,7 @@ for arch in arches:
         for name in M[cfgs[0]]["phase_order"]:
             k, u, d = attribution(M, name)
             vals = " | ".join(fmt(M[c]["phases"].get(name)) for c in cfgs)
-            note = " (host-paced under icount)" if mode == "icount" and name.startswith("listening") else ""
+            note = " (incl. ≤5 ms of host probe interval)" if mode == "icount" and name.startswith("listening") else ""
             md.append(f"| {name}{note} | {vals} | {fmt(d)} | {fmt(k)} | {fmt(u)} |")
         for key, label in [("launch_to_init", "**launch → /init**"), ("init_to_listening", "**/init → agent listening**"),
                            ("init_to_first_exec", "**/init → first exec answered**"), ("launch_to_listening", "**launch → agent listening**"),
@@ -280,7 +276,7 @@ for arch in arches:
                 md.append(f"| {label} | {vals} | {fmt(d)} | {fmt(k)} | {fmt(u)} |")
         sp = ", ".join(f"{c} {fmt(M[c]['spread_ms'], 2)} ms" for c in cfgs if M[c]["spread_ms"] is not None)
         if sp:
-            what = "launch → agent listening" if mode == "icount" else "launch → first exec answered"
+            what = "launch → first exec answered"
             md.append(f"\nSpread (max − min) of {what} over the boots: {sp}.")
         if mode == "icount":
             # Phases whose boots disagree: waits for the host (disk I/O), counted in real time
@@ -289,7 +285,7 @@ for arch in arches:
             for c in cfgs:
                 for name in M[c]["phase_order"]:
                     v = M[c]["phase_runs"].get(name, [])
-                    if len(v) > 1 and max(v) - min(v) > 1.0 and not name.startswith("listening"):
+                    if len(v) > 1 and max(v) - min(v) > 1.0:
                         jumpy.append(f"{c} / {name} ({', '.join(fmt(x) for x in v)})")
             if jumpy:
                 md.append("\nPhases whose boots disagree by more than 1 ms (waits for the host, which icount cannot make "

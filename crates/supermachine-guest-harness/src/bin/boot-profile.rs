@@ -10,7 +10,7 @@
 //! Every configuration boots the same flow as `bench-guest` (`initramfs::supermachine`: squashfs
 //! image → overlay → `switch_root` → agent as PID 1), but with the traced `/init`
 //! (`profile::traced_initramfs`) and `quiet initcall_debug printk.time=1 printk.devkmsg=on
-//! log_buf_len=4M` on the cmdline. The image (a busybox tree, the "container image") is the same
+//! log_buf_len=1M` on the cmdline. The image (a busybox tree, the "container image") is the same
 //! for all configurations (`--image-busybox`); only kernel, agent and the initramfs busybox differ.
 //! Boots are interleaved (config 1, config 2, …, repeated `--runs` times).
 //!
@@ -99,7 +99,7 @@ fn boot(c: &Config, s: &Settings, dir: &Path) -> Result<serde_json::Value, Strin
     let ready = vm.elapsed();
     let client = Client::new(HybridVsock::new(&uds, AGENT_PORT, Duration::from_secs(60)));
     // The published agent sometimes closes a connection before EXIT (docs/BENCHMARKS.md): retry.
-    let req = ExecRequest::new(["/bin/busybox", "dmesg", "-s", "4194304"]);
+    let req = ExecRequest::new(["/bin/busybox", "dmesg", "-s", "1048576"]);
     let mut dmesg = Err(String::new());
     for _ in 0..5 {
         match client.exec(&req, None) {
@@ -250,7 +250,7 @@ fn main() {
         std::fs::write(&initrd, bytes).unwrap_or_else(|e| die(&e.to_string()));
         Config { name: name.clone(), kernel: k.clone(), initrd }
     }).collect();
-    let cmdline = format!("quiet initcall_debug printk.time=1 printk.devkmsg=on log_buf_len=4M {extra}");
+    let cmdline = format!("quiet initcall_debug printk.time=1 printk.devkmsg=on log_buf_len=1M {extra}");
     let s = Settings { machine, cmdline: cmdline.trim().to_string(), icount, tsc_khz, mem, timeout: Duration::from_secs(timeout), image, keep_dmesg };
     let mut failed = 0;
     if let Some(k) = &floor_kernel {
