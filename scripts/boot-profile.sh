@@ -4,13 +4,15 @@
 #
 #   scripts/boot-profile.sh [--arch x86_64|aarch64|all] [--runs N] [--wall-runs N]
 #                           [--configs ours,published,mix-kernel,mix-userland] [--no-icount] [--no-wall]
-#                           [--threshold-ms MS] [--floor] [--docs]
+#                           [--threshold-ms MS] [--floor] [--docs] [--worktree]
 #
 # Configurations (kernel / agent / initramfs busybox):
 #   ours          our kernel      / our agent       / our busybox
 #   published     published kernel/ published agent / published busybox
 #   mix-kernel    our kernel      / published agent / published busybox   (only the kernel is ours)
 #   mix-userland  published kernel/ our agent       / our busybox         (only the userland is ours)
+# Our payloads are the committed ones (HEAD: the *.xz files git has, decoded), so a payload being
+# rebuilt in the working tree does not change what is measured; --worktree takes the working tree's.
 # The published aarch64 crate ships no busybox: there every configuration uses ours.
 # The root image (a busybox squashfs, the "container image") is the same for all (our busybox).
 #
@@ -42,7 +44,7 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 ARCHES="x86_64" RUNS=3 WALL_RUNS=3 CONFIGS="ours,published,mix-kernel,mix-userland" ICOUNT=1 WALL=1
-THRESHOLD=1 FLOOR=0 DOCS=0 ICOUNT_OPTS=${ICOUNT_OPTS:-shift=0}
+THRESHOLD=1 FLOOR=0 DOCS=0 ICOUNT_OPTS=${ICOUNT_OPTS:-shift=0} WORKTREE=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --arch) ARCHES=$2; [ "$ARCHES" = all ] && ARCHES="x86_64 aarch64"; shift 2 ;;
@@ -54,6 +56,7 @@ while [ $# -gt 0 ]; do
         --threshold-ms) THRESHOLD=$2; shift 2 ;;
         --floor) FLOOR=1; shift ;;
         --docs) DOCS=1; shift ;;
+        --worktree) WORKTREE=1; shift ;;
         -h|--help) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) echo "unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -77,8 +80,18 @@ cc_for() { if [ "$1" = x86_64 ]; then echo "${CC_X86_64:-gcc}"; else echo "${CC_
 
 log "fetching the published supermachine-kernel $UPV crates (cargo, cached) into target/bench-upstream"
 upstream_fetch "$ROOT/target/bench-upstream" "$OUT/upstream-metadata.json"
+ours_payload_dir() { # arch -> folder with our *.xz payloads: committed (HEAD) unless --worktree
+    local rel=crates/supermachine-kernel-${1//_/-}/payload f
+    if [ "$WORKTREE" = 1 ]; then echo "$ROOT/$rel"; return; fi
+    rm -rf "$OUT/committed/$1"; mkdir -p "$OUT/committed/$1"
+    for f in $(git -C "$ROOT" ls-tree --name-only HEAD "$rel/" | grep '\.xz$'); do
+        git -C "$ROOT" show "HEAD:$f" >"$OUT/committed/$1/$(basename "$f")"
+    done
+    echo "$OUT/committed/$1"
+}
 for arch in $ARCHES; do
-    decode_payloads "$ROOT/crates/supermachine-kernel-${arch//_/-}/payload" "$PAY/ours/$arch"
+    decode_payloads "$(ours_payload_dir "$arch")" "$PAY/ours/$arch"
+    log "$arch: our payloads from $([ "$WORKTREE" = 1 ] && echo "the working tree" || echo "HEAD ($(git -C "$ROOT" rev-parse --short HEAD))"), kernel sha256 $(sha256sum <"$PAY/ours/$arch/kernel" | cut -c1-16)…"
     decode_payloads "$(upstream_src "$OUT/upstream-metadata.json" "supermachine-kernel-${arch//_/-}")" "$PAY/published/$arch"
     cc=$(cc_for "$arch")
     command -v "$cc" >/dev/null || { echo "boot-profile.sh: $cc is needed to build the counter helper" >&2; exit 2; }

@@ -2,7 +2,8 @@
 # The floor of launch → /init (issue 12): the same QEMU microvm launch as the boot profile, with
 # the smallest x86_64 kernel that reaches /init and prints from it: `make tinyconfig` plus 64BIT,
 # BLK_DEV_INITRD, PRINTK, TTY + SERIAL_8250(_CONSOLE), BINFMT_ELF, zstd compression (like ours),
-# and an initramfs whose /init is the counter helper (scripts/boot-profile/clk.c).
+# and an initramfs whose /init is the counter helper (scripts/boot-profile/clk.c); the same launch
+# with our and the published kernel (same minimal /init) is measured alongside, interleaved.
 #
 #   scripts/boot-profile/floor.sh OUTDIR CLK_HELPER ICOUNT_RUNS WALL_RUNS > floor.json
 #
@@ -34,18 +35,35 @@ if [ ! -f "$OUT/bzImage" ]; then
 fi
 if [ "${FLOOR_BUILD_ONLY:-0}" = 1 ]; then exit 0; fi
 img=$ROOT/target/boot-profile/payloads/ours/x86_64/busybox
-"$BIN" --arch x86_64 --image-busybox "$img" --clk "$CLK" --floor-kernel "$OUT/bzImage" --runs "$RUNS" \
-    --icount "${ICOUNT_OPTS:-shift=0}" >"$OUT/icount.jsonl"
-"$BIN" --arch x86_64 --image-busybox "$img" --clk "$CLK" --floor-kernel "$OUT/bzImage" --runs "$WALL_RUNS" >"$OUT/wall.jsonl"
-python3 - "$OUT" <<'EOF'
+# The same minimal /init with our and the published kernel, for comparison (interleaved).
+PAYK=$ROOT/target/boot-profile/payloads
+kern() { case $1 in floor) echo "$OUT/bzImage" ;; *) echo "$PAYK/$1/x86_64/kernel" ;; esac; }
+: >"$OUT/icount.jsonl"; : >"$OUT/wall.jsonl"
+for k in floor ours published; do
+    [ -f "$(kern $k)" ] || continue
+    "$BIN" --arch x86_64 --image-busybox "$img" --clk "$CLK" --floor-kernel "$(kern $k)" --runs "$RUNS" \
+        --icount "${ICOUNT_OPTS:-shift=0}" | sed "s/\"config\":\"floor\"/\"config\":\"$k\"/" >>"$OUT/icount.jsonl"
+done
+for _ in $(seq "$WALL_RUNS"); do
+    for k in floor ours published; do
+        [ -f "$(kern $k)" ] || continue
+        "$BIN" --arch x86_64 --image-busybox "$img" --clk "$CLK" --floor-kernel "$(kern $k)" --runs 1 \
+            | sed "s/\"config\":\"floor\"/\"config\":\"$k\"/" >>"$OUT/wall.jsonl"
+    done
+done
+python3 - "$OUT" <<'PY'
 import hashlib, json, os, statistics, sys
 out = sys.argv[1]
-ic = [json.loads(l) for l in open(os.path.join(out, "icount.jsonl"))]
-wa = [json.loads(l) for l in open(os.path.join(out, "wall.jsonl"))]
+rows = lambda f: [json.loads(l) for l in open(os.path.join(out, f))]
+ic, wa = rows("icount.jsonl"), rows("wall.jsonl")
 k = open(os.path.join(out, "bzImage"), "rb").read()
-print(json.dumps({"icount_ms": statistics.median([r["init_virtual_ms"] for r in ic]) if ic else None,
-                  "icount_runs": len(ic),
-                  "wall_ms_median": statistics.median([r["init_host_ms"] for r in wa]) if wa else None,
-                  "wall_ms": [r["init_host_ms"] for r in wa], "wall_runs": len(wa),
-                  "kernel_bytes": len(k), "kernel_sha256": hashlib.sha256(k).hexdigest()}))
-EOF
+res = {"kernel_bytes": len(k), "kernel_sha256": hashlib.sha256(k).hexdigest(), "kernels": {}}
+for name in ("floor", "ours", "published"):
+    i = [r["init_virtual_ms"] for r in ic if r["config"] == name]
+    w = [r["init_host_ms"] for r in wa if r["config"] == name]
+    res["kernels"][name] = {"icount_ms": min(i) if i else None, "icount_runs": len(i),
+                            "wall_ms_median": statistics.median(w) if w else None, "wall_ms": w, "wall_runs": len(w)}
+f = res["kernels"]["floor"]
+res.update(icount_ms=f["icount_ms"], wall_ms_median=f["wall_ms_median"], wall_runs=f["wall_runs"])
+print(json.dumps(res))
+PY
