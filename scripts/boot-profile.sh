@@ -35,10 +35,11 @@
 #
 # --floor additionally builds (once, cached in target/boot-profile/floor) a `make tinyconfig`
 # x86_64 kernel plus the few options needed to print from /init, and times the same VMM launch
-# with an initramfs whose /init is the counter helper: the floor of launch → /init.
+# with an initramfs whose /init is the counter helper (and our and the published kernel the same
+# way, for comparison): the floor of launch → /init.
 #
 # Output: target/boot-profile/<arch>-{icount,wall}.jsonl (one timeline per boot, with dmesg),
-# target/boot-profile/boot-profile.json (medians per phase), target/boot-profile/BOOT-PROFILE.tables.md,
+# target/boot-profile/boot-profile.json (icount minima and wall medians per phase), target/boot-profile/BOOT-PROFILE.tables.md,
 # target/boot-profile/boot-profile.svg; --docs also writes the tables into docs/BOOT-PROFILE.md
 # (between its generated-section markers) and docs/boot-profile.svg. Never part of `cargo test`.
 set -euo pipefail
