@@ -3,16 +3,33 @@
 # shellcheck shell=bash
 # Needs scripts/lib/common.sh.
 
-# unpack_source WORKDIR: extract the pinned linux-source tarball once.
+# unpack_source WORKDIR ARCH: extract the pinned linux-source tarball and apply
+# scripts/kernel-patches/ARCH/*.patch in name order. The tree is reused while the source pin and
+# the patch set are unchanged; a changed patch set re-extracts it (patches never stack up).
 unpack_source() {
-    local work=$1 tarball=/usr/src/linux-source-6.12.tar.xz
+    local work=$1 arch=$2 tarball=/usr/src/linux-source-6.12.tar.xz
     require_pkg "$PIN_LINUX_SOURCE_PKG" "$PIN_LINUX_SOURCE_VERSION"
-    if [ ! -f "$work/.unpacked-$PIN_LINUX_SOURCE_VERSION" ]; then
+    local -a patches=()
+    local p stamp
+    for p in "$ROOT/scripts/kernel-patches/$arch"/*.patch; do [ -e "$p" ] && patches+=("$p"); done
+    stamp=$PIN_LINUX_SOURCE_VERSION
+    [ ${#patches[@]} = 0 ] || stamp=$stamp-$(cat "${patches[@]}" | sha256sum | cut -c1-16)
+    if [ ! -f "$work/.unpacked-$stamp" ]; then
         rm -rf "$work"; mkdir -p "$work"
         echo "==> unpacking $tarball into $work"
         tar -xf "$tarball" -C "$work" --strip-components=1
-        touch "$work/.unpacked-$PIN_LINUX_SOURCE_VERSION"
+        for p in "${patches[@]}"; do
+            echo "==> applying $(basename "$p")"
+            patch -d "$work" -p1 --quiet --no-backup-if-mismatch <"$p" || die "kernel patch $p does not apply to $PIN_LINUX_SOURCE_PKG $PIN_LINUX_SOURCE_VERSION"
+        done
+        touch "$work/.unpacked-$stamp"
     fi
+}
+
+# patch_inputs ARCH: " scripts/kernel-patches/ARCH/*.patch" when there are any (manifest inputs).
+patch_inputs() {
+    compgen -G "$ROOT/scripts/kernel-patches/$1/*.patch" >/dev/null && printf ' %s' "scripts/kernel-patches/$1/*.patch"
+    return 0
 }
 
 # fragment_options FILE...: every CONFIG_X=value or "# CONFIG_X is not set" line, normalised.
@@ -49,6 +66,23 @@ build_kernel() {
     make -C "$src" "${makeargs[@]}" -j"$(nproc)" LOCALVERSION= "$target"
 }
 
+# report_x86_text_layout SRC: how close the code is to the next 2 MiB boundary. x86_64 places the
+# entry text on a 2 MiB boundary (PTI maps it with large pages), and nothing frees the padding in
+# front of it: code that ends just past a boundary keeps up to 2 MiB of RAM reserved for good.
+report_x86_text_layout() {
+    local map=$1/System.map code_end entry
+    code_end=$(awk '$3 == "__static_call_text_end" {print $1}' "$map")
+    entry=$(awk '$3 == "srso_alias_untrain_ret" || $3 == "__entry_text_start" {print $1}' "$map" | sort | head -1)
+    [ -n "$code_end" ] && [ -n "$entry" ] || return 0
+    local pad=$(( (0x$entry - 0x$code_end) / 1024 ))
+    echo "==> x86_64 text layout: code ends $(( (0x$code_end & 0x1fffff) / 1024 )) KiB into a 2 MiB page;" \
+         "entry-text padding $pad KiB (resident for good)"
+    if [ "$pad" -gt 1024 ]; then
+        echo "warning: the code just crossed a 2 MiB boundary: $pad KiB of RAM stays reserved as padding;" \
+             "$(( (0x$code_end & 0x1fffff) / 1024 + 1 )) KiB less code would give it back (docs/KERNEL.md, Memory)" >&2
+    fi
+}
+
 # kernel_recipe ARCH "MAKEARGS" IMAGE_PATH CRATE RECIPE ARGS...: the whole recipe, shared by
 # kvm-x86_64-build.sh and hvf-aarch64-build.sh. Options in ARGS:
 #   --work DIR   kernel tree (default $TMPDIR/supermachine-kbuild-ARCH; reused when present)
@@ -70,7 +104,7 @@ kernel_recipe() {
         esac
     done
     require_pkg xz-utils "$PIN_XZ_VERSION"
-    unpack_source "$work"
+    unpack_source "$work" "$arch"
 
     local -a fragments=("$ROOT"/scripts/kconfig/common/*.config "$ROOT"/scripts/kconfig/"$arch"/*.config)
     if [ -n "$compression" ]; then
@@ -94,12 +128,13 @@ kernel_recipe() {
     [ "$out" != "$default_out" ] || cp "$work/.config" "$ROOT/scripts/kconfig/$arch.config"
     echo "==> $(basename "$image") $(stat -c %s "$image") bytes, kernel.xz $(stat -c %s "$out/kernel.xz") bytes, release $release"
     echo "    sha256 $(sha256sum "$image" | cut -d' ' -f1)"
+    [ "$arch" != x86_64 ] || report_x86_text_layout "$work"
     [ "$record" = 1 ] || return 0
     python3 "$ROOT/scripts/lib/payload.py" record --manifest "$out/manifest.toml" \
         --name kernel --file kernel.xz \
         --source "Debian $PIN_LINUX_SOURCE_PKG $PIN_LINUX_SOURCE_VERSION (Linux $release)" \
         --toolchain "$KERNEL_TOOLCHAIN, xz-utils $PIN_XZ_VERSION" \
         --recipe "$recipe" \
-        --inputs "$recipe scripts/lib/common.sh scripts/lib/kernel.sh scripts/lib/pins.sh scripts/kconfig/common/*.config scripts/kconfig/$arch/*.config" \
+        --inputs "$recipe scripts/lib/common.sh scripts/lib/kernel.sh scripts/lib/pins.sh scripts/kconfig/common/*.config scripts/kconfig/$arch/*.config$(patch_inputs "$arch")" \
         --extra "kernel_release=$release"
 }

@@ -4,7 +4,7 @@
 //! ```text
 //! workload --arch x86_64|aarch64 --kernel FILE --image SQUASHFS --script CHECKS_SH
 //!          --checks NAME[,NAME…] [--label NAME] [--mem MIB] [--cpus N] [--check-timeout S]
-//!          [--json OUT]
+//!          [--cmdline TOKENS] [--json OUT]
 //! ```
 //! After each boot the check script is written to `/opt/sm-workload/checks.sh` in the guest
 //! (so the cached image does not depend on it); each check is
@@ -31,6 +31,8 @@ struct Args {
     label: String,
     mem_mib: u32,
     cpus: u32,
+    /// Extra kernel command-line tokens (e.g. `slub_debug=U` to see who allocates).
+    cmdline: String,
     check_timeout: Duration,
     json: Option<PathBuf>,
 }
@@ -44,7 +46,7 @@ fn parse_args() -> Args {
     let mut arch = String::from("x86_64");
     let (mut kernel, mut image, mut json) = (None::<PathBuf>, None::<PathBuf>, None::<PathBuf>);
     let mut script = None::<PathBuf>;
-    let (mut checks, mut label) = (Vec::new(), String::from("guest"));
+    let (mut checks, mut label, mut cmdline) = (Vec::new(), String::from("guest"), String::new());
     let (mut mem_mib, mut cpus, mut check_timeout) = (1024u32, 2u32, 600u64);
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -59,6 +61,7 @@ fn parse_args() -> Args {
             "--mem" => mem_mib = val().parse().unwrap_or_else(|_| die("--mem takes MiB")),
             "--cpus" => cpus = val().parse().unwrap_or_else(|_| die("--cpus takes a count")),
             "--check-timeout" => check_timeout = val().parse().unwrap_or_else(|_| die("--check-timeout takes seconds")),
+            "--cmdline" => cmdline = val(),
             "--json" => json = Some(val().into()),
             _ => die(&format!("unknown argument {a} (see the header of src/bin/workload.rs)")),
         }
@@ -77,13 +80,14 @@ fn parse_args() -> Args {
     if checks.is_empty() {
         die("--checks NAME[,NAME…] is required");
     }
-    Args { payloads, image, script, checks, label, mem_mib, cpus, check_timeout: Duration::from_secs(check_timeout), json }
+    Args { payloads, image, script, checks, label, mem_mib, cpus, cmdline, check_timeout: Duration::from_secs(check_timeout), json }
 }
 
 fn boot(args: &Args) -> Result<Guest, String> {
     let opts = GuestOptions {
         mem_mib: args.mem_mib,
         cpus: args.cpus,
+        extra_cmdline: args.cmdline.clone(),
         image: Some(args.image.clone()),
         ready_timeout: Duration::from_secs(180),
         ..GuestOptions::for_payloads(args.payloads)
