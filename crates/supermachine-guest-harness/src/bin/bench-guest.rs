@@ -15,6 +15,7 @@
 //!
 //! Prints one JSON object per guest. `--min-mem` instead bisects the lowest guest RAM (MiB) in
 //! which the guest boots AND answers an exec. Not part of `cargo test`; `scripts/bench.sh` runs it.
+#![forbid(unsafe_code)]
 
 use std::io;
 use std::path::{Path, PathBuf};

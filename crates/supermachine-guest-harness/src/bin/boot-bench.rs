@@ -8,6 +8,7 @@
 //! Without `--kernel` the embedded kernel is used. Prints one JSON object per kernel.
 //! `--min-mem` bisects the lowest guest RAM (MiB) in which /init is reached. `--busybox` replaces
 //! the embedded (host-arch) busybox, e.g. with an aarch64 one for `--machine virt`.
+#![forbid(unsafe_code)]
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -28,6 +28,7 @@
 //!
 //! Prints one JSON object per boot on stdout. Not part of `cargo test`; `scripts/boot-profile.sh`
 //! runs it.
+#![forbid(unsafe_code)]
 
 use serde_json::json;
 use std::path::{Path, PathBuf};

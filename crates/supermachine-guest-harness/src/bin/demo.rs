@@ -1,6 +1,7 @@
 //! `scripts/demo.sh [--arch aarch64] [COMMAND...]`: boot the bundled guest under QEMU, run
 //! COMMAND in it through the agent, print its output and where the time went. With no command,
 //! a self-check: uname, kernel config options, a file round trip.
+#![forbid(unsafe_code)]
 
 use std::time::{Duration, Instant};
 use supermachine_agent_client::proto::ExecRequest;

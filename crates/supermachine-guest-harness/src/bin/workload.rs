@@ -12,6 +12,7 @@
 //! `--arch`, so only the kernel differs between runs). A check passes when it exits 0. A check
 //! whose exec fails (the guest stopped answering) is a failure, and the guest is rebooted for
 //! the checks after it. Prints one JSON object (also written to `--json`).
+#![forbid(unsafe_code)]
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
