@@ -602,6 +602,14 @@ class Engine:
         c.wait_since = now
         c.received += len(b)
         if c.received > RX_CAP:
+            if getattr(c, "marker", None) and c.sent[:1] == bytes([REQUEST]) and c.seen & {STDOUT, STDERR}:
+                # A mutated command streaming endless, well-formed output (`head` of /dev/zero with
+                # its arguments mangled). The agent is doing its job; the mutation may also have
+                # mangled the environment marker _overrun looks for. Drop the connection: the
+                # batch's stray-process check then proves the agent killed the command.
+                c.slow = True
+                c.aborted = True
+                return self._finish(c)
             return self._overrun(c, f"the agent sent more than {RX_CAP >> 20} MiB on one connection")
         if c.raw_mode:
             c.raw += b
