@@ -62,11 +62,21 @@ fn read(p: &Path) -> Vec<u8> {
     std::fs::read(p).unwrap_or_else(|e| die(&format!("{}: {e}", p.display())))
 }
 
-fn boot(c: &Config, s: &Settings, dir: &Path) -> Result<serde_json::Value, String> {
+/// A running guest with its vsock backend and the folder the backend's sockets live in. Fields
+/// drop in order: QEMU first, then the backend, then the folder.
+struct Launched {
+    vm: Vm,
+    backend: vsock::Backend,
+    _run: tempfile::TempDir,
+}
+
+/// The one VMM launch every profiled boot uses (the floor included, so it differs only in
+/// kernel and initramfs): `s`'s machine, memory, image drive, vsock, TSC rate, cmdline, icount.
+fn launch(s: &Settings, kernel: &Path, initrd: &Path, dir: &Path) -> Result<Launched, String> {
     let run = tempfile::Builder::new().prefix("run").tempdir_in(dir).map_err(|e| e.to_string())?;
     let backend = vsock::Backend::start(run.path()).map_err(|e| e.to_string())?;
-    let mut cfg = VmConfig::new(s.machine, &c.kernel);
-    cfg.initrd = Some(c.initrd.clone());
+    let mut cfg = VmConfig::new(s.machine, kernel);
+    cfg.initrd = Some(initrd.to_path_buf());
     cfg.mem_mib = s.mem;
     cfg.drives = vec![s.image.clone()];
     cfg.vhost_user_vsock = Some(backend.vhost_socket().to_path_buf());
@@ -76,7 +86,13 @@ fn boot(c: &Config, s: &Settings, dir: &Path) -> Result<serde_json::Value, Strin
         cfg.extra_args = vec!["-icount".into(), o.clone()];
     }
     let vm = Vm::spawn(&cfg).map_err(|e| e.to_string())?;
-    let uds = backend.uds_path().to_path_buf();
+    Ok(Launched { vm, backend, _run: run })
+}
+
+fn boot(c: &Config, s: &Settings, dir: &Path) -> Result<serde_json::Value, String> {
+    let launched = launch(s, &c.kernel, &c.initrd, dir)?;
+    let vm = &launched.vm;
+    let uds = launched.backend.uds_path().to_path_buf();
     let fail = |what: &str, vm: &Vm| format!("{}: {what}; console tail:\n{}", c.name, tail(&vm.console_text(), 20));
     let init_start = vm.wait_for(&format!("{} init-start", profile::MARK), s.timeout).map_err(|e| format!("{}: {}", c.name, tail(&e, 20)))?;
     // Probe only once the launch script is about to exec the agent: every refused connection
@@ -93,7 +109,7 @@ fn boot(c: &Config, s: &Settings, dir: &Path) -> Result<serde_json::Value, Strin
             break;
         }
         if vm.has_exited() || Instant::now() > deadline {
-            return Err(fail("agent never answered", &vm));
+            return Err(fail("agent never answered", vm));
         }
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -113,10 +129,9 @@ fn boot(c: &Config, s: &Settings, dir: &Path) -> Result<serde_json::Value, Strin
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    let dmesg = dmesg.map_err(|e| fail(&format!("dmesg: {e}"), &vm))?;
+    let dmesg = dmesg.map_err(|e| fail(&format!("dmesg: {e}"), vm))?;
     let console = vm.lines();
-    drop(vm);
-    drop(backend);
+    drop(launched);
     let recs = profile::parse_dmesg(&dmesg);
     let host = HostTimes {
         clk_virtual_ms: profile::clk_ms(&recs),
@@ -153,19 +168,8 @@ fn floor(kernel: &Path, clk: &[u8], s: &Settings, dir: &Path) -> Result<serde_js
     a.dir("dev", 0o755).char_dev("dev/console", 0o600, 5, 1).char_dev("dev/kmsg", 0o644, 1, 11).file("init", 0o755, clk);
     let initrd = dir.join("floor.cpio");
     std::fs::write(&initrd, a.finish()).map_err(|e| e.to_string())?;
-    let run = tempfile::Builder::new().prefix("run").tempdir_in(dir).map_err(|e| e.to_string())?;
-    let backend = vsock::Backend::start(run.path()).map_err(|e| e.to_string())?;
-    let mut cfg = VmConfig::new(s.machine, kernel);
-    cfg.initrd = Some(initrd);
-    cfg.mem_mib = s.mem;
-    cfg.drives = vec![s.image.clone()];
-    cfg.vhost_user_vsock = Some(backend.vhost_socket().to_path_buf());
-    cfg.tsc_khz = s.tsc_khz;
-    cfg.append = format!("panic=-1 {}", s.cmdline);
-    if let Some(o) = &s.icount {
-        cfg.extra_args = vec!["-icount".into(), o.clone()];
-    }
-    let vm = Vm::spawn(&cfg).map_err(|e| e.to_string())?;
+    let launched = launch(s, kernel, &initrd, dir)?;
+    let vm = &launched.vm;
     let t = vm.wait_for(&format!("{} clk ", profile::MARK), s.timeout).map_err(|e| tail(&e, 20))?;
     let line = vm.lines().into_iter().find(|(_, l)| l.contains("smprof: clk ")).map(|(_, l)| l).unwrap_or_default();
     let text = line.split_once("smprof:").map(|(_, r)| format!("smprof:{r}")).unwrap_or_default();
