@@ -20,7 +20,7 @@ while [ $# -gt 0 ]; do
     esac
 done
 OUT=$(mktemp -d)
-METHODS="gzip lz4 zstd xz"
+METHODS="gzip lz4 zstd xz none"
 for m in $METHODS; do
     "$ROOT/scripts/kvm-x86_64-build.sh" --work "$WORK" --compression "$m" --out "$OUT/$m" --no-record >"$OUT/$m.log" 2>&1 \
         || { tail -20 "$OUT/$m.log"; exit 1; }

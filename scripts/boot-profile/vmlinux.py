@@ -34,6 +34,8 @@ elif p[:3] == b"\x5d\x00\x00":
     elf = lzma.LZMADecompressor(format=lzma.FORMAT_ALONE).decompress(p)
 elif p[:4] == b"\x02\x21\x4c\x18":
     elf = tool("lz4", p)
+elif p[:4] == b"\x7fELF":
+    elf = p  # CONFIG_KERNEL_UNCOMPRESSED (our x86 patch): the payload is the ELF itself
 else:
     sys.exit(f"{src}: unknown payload compression {p[:6].hex()}")
 if elf[:4] != b"\x7fELF":

@@ -3,15 +3,25 @@
 # shellcheck shell=bash
 # Needs scripts/lib/common.sh.
 
-# unpack_source WORKDIR ARCH: extract the pinned linux-source tarball and apply
-# scripts/kernel-patches/ARCH/*.patch in name order. The tree is reused while the source pin and
-# the patch set are unchanged; a changed patch set re-extracts it (patches never stack up).
+# kernel_patches ARCH: the patch set, one path per line: scripts/kernel-patches/common/*.patch,
+# then scripts/kernel-patches/ARCH/*.patch, each in name order.
+kernel_patches() {
+    local p
+    for p in "$ROOT/scripts/kernel-patches/common"/*.patch "$ROOT/scripts/kernel-patches/$1"/*.patch; do
+        [ -e "$p" ] && echo "$p"
+    done
+    return 0
+}
+
+# unpack_source WORKDIR ARCH: extract the pinned linux-source tarball and apply the patch set
+# (kernel_patches). The tree is reused while the source pin and the patch set are unchanged; a
+# changed patch set re-extracts it (patches never stack up).
 unpack_source() {
     local work=$1 arch=$2 tarball=/usr/src/linux-source-6.12.tar.xz
     require_pkg "$PIN_LINUX_SOURCE_PKG" "$PIN_LINUX_SOURCE_VERSION"
     local -a patches=()
     local p stamp
-    for p in "$ROOT/scripts/kernel-patches/$arch"/*.patch; do [ -e "$p" ] && patches+=("$p"); done
+    mapfile -t patches < <(kernel_patches "$arch")
     stamp=$PIN_LINUX_SOURCE_VERSION
     [ ${#patches[@]} = 0 ] || stamp=$stamp-$(cat "${patches[@]}" | sha256sum | cut -c1-16)
     if [ ! -f "$work/.unpacked-$stamp" ]; then
@@ -26,9 +36,12 @@ unpack_source() {
     fi
 }
 
-# patch_inputs ARCH: " scripts/kernel-patches/ARCH/*.patch" when there are any (manifest inputs).
+# patch_inputs ARCH: the patch globs that match anything, each with a leading space (manifest inputs).
 patch_inputs() {
-    compgen -G "$ROOT/scripts/kernel-patches/$1/*.patch" >/dev/null && printf ' %s' "scripts/kernel-patches/$1/*.patch"
+    local d
+    for d in common "$1"; do
+        compgen -G "$ROOT/scripts/kernel-patches/$d/*.patch" >/dev/null && printf ' %s' "scripts/kernel-patches/$d/*.patch"
+    done
     return 0
 }
 
@@ -66,27 +79,27 @@ build_kernel() {
     make -C "$src" "${makeargs[@]}" -j"$(nproc)" LOCALVERSION= "$target"
 }
 
-# report_x86_text_layout SRC: how close the code is to the next 2 MiB boundary. x86_64 places the
-# entry text on a 2 MiB boundary (PTI maps it with large pages), and nothing frees the padding in
-# front of it: code that ends just past a boundary keeps up to 2 MiB of RAM reserved for good.
-report_x86_text_layout() {
-    local map=$1/System.map code_end entry
-    code_end=$(awk '$3 == "__static_call_text_end" {print $1}' "$map")
-    entry=$(awk '$3 == "srso_alias_untrain_ret" || $3 == "__entry_text_start" {print $1}' "$map" | sort | head -1)
-    [ -n "$code_end" ] && [ -n "$entry" ] || return 0
-    local pad=$(( (0x$entry - 0x$code_end) / 1024 ))
-    echo "==> x86_64 text layout: code ends $(( (0x$code_end & 0x1fffff) / 1024 )) KiB into a 2 MiB page;" \
-         "entry-text padding $pad KiB (resident for good)"
-    if [ "$pad" -gt 1024 ]; then
-        echo "warning: the code just crossed a 2 MiB boundary: $pad KiB of RAM stays reserved as padding;" \
-             "$(( (0x$code_end & 0x1fffff) / 1024 + 1 )) KiB less code would give it back (docs/KERNEL.md, Memory)" >&2
-    fi
+# check_x86_text_padding SRC: x86_64 aligns the entry text to 2 MiB on both sides, which leaves up
+# to ~4 MiB of padding inside the text section; kernel-patches/x86_64/0004-free-text-padding.patch
+# names it (__text_pad_N_start/end) and frees it at boot. Fail if the names are gone (a source bump
+# that dropped the patch's effect), else report how much the guest gets back.
+check_x86_text_padding() {
+    local map=$1/System.map n start end total=0
+    for n in 1 2 3; do
+        start=$(awk -v s="__text_pad_${n}_start" '$3 == s {print $1}' "$map")
+        end=$(awk -v s="__text_pad_${n}_end" '$3 == s {print $1}' "$map")
+        [ -n "$start" ] && [ -n "$end" ] || die "$map has no __text_pad_${n}_start/end: kernel-patches/x86_64/0004-free-text-padding.patch did not take effect"
+        # Whole pages only, as the kernel frees them.
+        start=$(( (0x$start + 4095) / 4096 )); end=$(( 0x$end / 4096 ))
+        [ "$end" -le "$start" ] || total=$(( total + (end - start) * 4 ))
+    done
+    echo "==> x86_64 text padding freed at boot: $total KiB"
 }
 
 # kernel_recipe ARCH "MAKEARGS" IMAGE_PATH CRATE RECIPE ARGS...: the whole recipe, shared by
 # kvm-x86_64-build.sh and hvf-aarch64-build.sh. Options in ARGS:
 #   --work DIR   kernel tree (default $TMPDIR/supermachine-kbuild-ARCH; reused when present)
-#   --compression M  override the in-kernel compression (measurement only)
+#   --compression M  override the in-kernel compression: gzip|lz4|zstd|xz|none (measurement only)
 #   --out DIR    write the payload elsewhere (measurement / reproducibility checks)
 #   --no-record  do not touch the manifest
 kernel_recipe() {
@@ -113,7 +126,9 @@ kernel_recipe() {
         local f
         for f in "${fragments[@]}"; do [ "$(basename "$f")" = compression.config ] || kept+=("$f"); done
         fragments=("${kept[@]}")
-        echo "CONFIG_KERNEL_$(echo "$compression" | tr a-z A-Z)=y" >"$work/compression-override.config"
+        local symbol=${compression^^}
+        [ "$compression" != none ] || symbol=UNCOMPRESSED
+        echo "CONFIG_KERNEL_$symbol=y" >"$work/compression-override.config"
         fragments+=("$work/compression-override.config")
     fi
     configure_kernel "$work" "$makeargs" "${fragments[@]}"
@@ -123,12 +138,14 @@ kernel_recipe() {
     # shellcheck disable=SC2086
     release=$(make -C "$work" -s $makeargs LOCALVERSION= kernelrelease)
     mkdir -p "$out"
-    xz_payload "$image" "$out/kernel.xz"
+    # x86_64: the bzImage carries its kernel uncompressed (compression.config), so the crate's xz
+    # gets the x86 branch filter (BCJ), which makes machine code compress ~9% better.
+    if [ "$arch" = x86_64 ]; then xz_payload "$image" "$out/kernel.xz" --x86; else xz_payload "$image" "$out/kernel.xz"; fi
     cp "$work/.config" "$out/kernel.config"
     [ "$out" != "$default_out" ] || cp "$work/.config" "$ROOT/scripts/kconfig/$arch.config"
     echo "==> $(basename "$image") $(stat -c %s "$image") bytes, kernel.xz $(stat -c %s "$out/kernel.xz") bytes, release $release"
     echo "    sha256 $(sha256sum "$image" | cut -d' ' -f1)"
-    [ "$arch" != x86_64 ] || report_x86_text_layout "$work"
+    [ "$arch" != x86_64 ] || check_x86_text_padding "$work"
     [ "$record" = 1 ] || return 0
     python3 "$ROOT/scripts/lib/payload.py" record --manifest "$out/manifest.toml" \
         --name kernel --file kernel.xz \

@@ -1,5 +1,7 @@
-# Pinned inputs of every payload recipe. Changing a pin changes the inputs hash
-# recorded in the manifests, so the CI check asks for a rebuild.
+# Pinned inputs shared by the payload recipes (Debian packages, kernel build identity). The Rust
+# toolchain pin lives in scripts/lib/rust-guest.sh, so that a toolchain bump rebuilds only the
+# agent and init-oci. Changing a pin changes the inputs hash recorded in the manifests, so the
+# CI check asks for a rebuild.
 # shellcheck shell=bash
 
 # Debian bookworm packages (apt-get install PKG=VERSION).

@@ -1,7 +1,7 @@
 //! x86_64 guest payloads for the [supermachine] microVM runtime.
 //!
 //! This crate embeds a minimal Linux kernel (a bzImage that boots with the 64-bit boot
-//! protocol, in as little as 24 MiB of guest RAM), a static busybox, the in-VM agent
+//! protocol; the whole agent flow runs in 30 MiB of guest RAM), a static busybox, the in-VM agent
 //! (`supermachine-agent`, protocol v5 on vsock port 1028) and `init-oci`, decoded from
 //! `payload/*.xz` by the build script and checked against the SHA-256 manifest. Every byte
 //! comes from a pinned public source; see the crate's NOTICE and `payload/manifest.toml`.
