@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the x86_64 guest kernel payload: crates/supermachine-kernel-x86-64/payload/kernel.xz
 #
-#   scripts/kvm-x86_64-build.sh [--work DIR] [--out DIR] [--no-record] [--compression gzip|lz4|zstd|xz]
+#   scripts/kvm-x86_64-build.sh [--work DIR] [--out DIR] [--no-record] [--compression gzip|lz4|zstd|xz|none]
 #
 # Pinned inputs: Debian linux-source-6.12, gcc-12, binutils, xz-utils (versions in
 # scripts/lib/pins.sh) and the config fragments in scripts/kconfig/{common,x86_64}/, applied to
