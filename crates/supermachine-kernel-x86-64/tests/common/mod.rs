@@ -99,13 +99,16 @@ pub fn count_occurrences(hay: &[u8], needle: &[u8]) -> usize {
 /// `n` 64-byte windows spread evenly over `bytes`, each distinctive (many distinct byte values)
 /// and occurring in `bytes` exactly once. If a payload is embedded twice, every window occurs at
 /// least twice in the binary; one window may also match elsewhere by chance (static binaries
-/// share library code), so callers check the *smallest* count.
+/// share library code), so callers check the *smallest* count. Each window is searched outwards
+/// from its evenly spaced base over the whole payload: the uncompressed x86_64 kernel has
+/// megabytes of uniform padding (int3 fill, zeros) where no window is distinctive.
 pub fn distinctive_windows(bytes: &[u8], n: usize) -> Vec<&[u8]> {
     assert!(bytes.len() >= 4096, "payload too small for windows ({} bytes)", bytes.len());
     (0..n)
         .map(|i| {
             let base = bytes.len() / (n + 1) * (i + 1);
-            for step in 0..4096usize {
+            // Steps of 61 bytes on both sides until both run off the payload.
+            for step in 0..=(bytes.len() / 61 + 1) * 2 {
                 // base, base+61, base-61, base+122, ...
                 let delta = step.div_ceil(2) * 61;
                 let Some(off) = (if step % 2 == 0 { base.checked_add(delta) } else { base.checked_sub(delta) }) else {
@@ -121,7 +124,7 @@ pub fn distinctive_windows(bytes: &[u8], n: usize) -> Vec<&[u8]> {
                     return w;
                 }
             }
-            panic!("no distinctive 64-byte window near offset {base}");
+            panic!("no distinctive 64-byte window anywhere around offset {base} of {} bytes", bytes.len());
         })
         .collect()
 }
