@@ -54,3 +54,10 @@ pub fn require_tool(tool: &str) -> Option<PathBuf> {
 pub fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("workspace root")
 }
+
+/// Kernel log lines that mean something went wrong during boot: a WARN or BUG with its trace,
+/// an oops, or a page-attribute (CPA) complaint such as a W^X violation. A clean boot has none.
+pub fn suspicious_dmesg_lines<'a>(lines: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {
+    const MARKS: [&str; 6] = ["WARNING:", "BUG:", "Oops", "Call Trace", "CPA ", "W^X"];
+    lines.into_iter().filter(|l| MARKS.iter().any(|m| l.contains(m))).collect()
+}

@@ -18,6 +18,12 @@ fn aarch64_guest_reaches_the_agent_and_runs_commands() {
     assert!(c.probe().unwrap().protocol >= 5);
     let out = c.exec(&ExecRequest::new(["/bin/sh", "-c", "zcat /proc/config.gz | grep -c '^CONFIG_VIRTIO_VSOCKETS=y'; cat /sys/devices/system/cpu/online"]), None).unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "1\n0-1\n");
+    // A clean boot log: no WARN, BUG, oops or page-attribute complaint.
+    let out = c.exec(&ExecRequest::new(["/bin/sh", "-c", "dmesg"]), None).unwrap();
+    let dmesg = String::from_utf8_lossy(&out.stdout);
+    assert!(dmesg.lines().count() > 50, "dmesg looks empty ({:?}): {dmesg} {}", out.status, String::from_utf8_lossy(&out.stderr));
+    let bad = supermachine_guest_harness::suspicious_dmesg_lines(dmesg.lines());
+    assert!(bad.is_empty(), "{} suspicious dmesg lines, first: {:?}", bad.len(), &bad[..bad.len().min(5)]);
     // vCPU parking through CPU hotplug (no smpark.ko): cpu1 goes offline and comes back.
     assert_eq!(c.smpark_park().unwrap(), vec![1]);
     let online = |c: &supermachine_agent_client::Client<_>| {
