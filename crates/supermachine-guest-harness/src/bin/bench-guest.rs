@@ -221,7 +221,7 @@ fn main() {
             }),
             "--min-mem" => min_mem = true,
             "--min-mem-step" => step = val().parse().unwrap_or_else(|_| die("--min-mem-step takes MiB")),
-            "--min-mem-boots" => min_mem_boots = val().parse().unwrap_or_else(|_| die("--min-mem-boots takes a number")),
+            "--min-mem-boots" => min_mem_boots = val().parse::<usize>().unwrap_or_else(|_| die("--min-mem-boots takes a number")).max(1),
             _ => die(&format!("unknown argument {a}")),
         }
     }
@@ -245,7 +245,7 @@ fn main() {
     if min_mem {
         for g in &prepared {
             // A size passes only if every boot does (`all` stops at the first failure).
-            let ok = |m: u32| (1..=min_mem_boots.max(1)).all(|i| match boot(g, &s, m, 0) {
+            let ok = |m: u32| (1..=min_mem_boots).all(|i| match boot(g, &s, m, 0) {
                 Ok(_) => { eprintln!("{}: {m} MiB boots and answers (boot {i})", g.name); true }
                 Err(e) => { eprintln!("{}: {m} MiB fails (boot {i}): {}", g.name, e.lines().next().unwrap_or("")); false }
             });
@@ -259,7 +259,7 @@ fn main() {
                 if ok(mid) { hi = mid } else { lo = mid }
             }
             println!("{{\"name\":{:?},\"arch\":{:?},\"min_mem_mib\":{hi},\"step_mib\":{},\"boots\":{}}}",
-                g.name, g.p.arch, step.max(1), min_mem_boots.max(1));
+                g.name, g.p.arch, step.max(1), min_mem_boots);
         }
         return;
     }
