@@ -179,9 +179,16 @@ for side in ("ours", "upstream"):
     data = open(b, "rb").read()
     kernel = open(os.path.join(pay, side, arch, "kernel"), "rb").read()
     # A 4 KiB window that occurs once in the kernel itself (padding or tables repeat), so its
-    # count in the binary is the number of embedded copies.
-    probe = next(w for w in (kernel[len(kernel) * i // 16: len(kernel) * i // 16 + 4096] for i in range(8, 16))
-                 if kernel.count(w) == 1)
+    # count in the binary is the number of embedded copies. Tried from the middle onwards, then
+    # the first half, at 64 evenly spaced offsets (the uncompressed x86_64 kernel has megabytes
+    # of uniform padding).
+    offsets = [len(kernel) * i // 64 for i in list(range(32, 64)) + list(range(0, 32))]
+    probe = next((w for w in (kernel[o:o + 4096] for o in offsets)
+                  if len(w) == 4096 and kernel.count(w) == 1), None)
+    if probe is None:
+        sys.exit(f"binsize: no 4 KiB window of {side}'s {arch} kernel ({len(kernel)} bytes) occurs only "
+                 "once in it, so its copies in the binary cannot be counted; the probe needs a new "
+                 "way to pick a distinctive window (scripts/bench.sh, binsize)")
     printed = subprocess.run([b], capture_output=True, text=True, check=True).stdout.split()
     res[side] = {"bytes": len(data), "kernel_bytes": len(kernel), "kernel_copies": data.count(probe),
                  "same_static": printed[2] == "true"}
