@@ -20,8 +20,8 @@ while [ $# -gt 0 ]; do
     esac
 done
 case $ARCH in
-    x86_64) DEBARCH=amd64; CRATE=supermachine-kernel-x86-64; RUN=; XZ_FILTER=--x86 ;;
-    aarch64) DEBARCH=arm64; CRATE=supermachine-kernel-aarch64; RUN=qemu-aarch64-static; XZ_FILTER= ;;
+    x86_64) DEBARCH=amd64; CRATE=supermachine-kernel-x86-64; RUN= ;;
+    aarch64) DEBARCH=arm64; CRATE=supermachine-kernel-aarch64; RUN=qemu-aarch64-static ;;
     *) die "--arch must be x86_64 or aarch64" ;;
 esac
 require_pkg xz-utils "$PIN_XZ_VERSION"
@@ -43,10 +43,7 @@ done
 
 OUT=$ROOT/crates/$CRATE/payload
 mkdir -p "$OUT"
-# x86_64: the branch filter packs machine code ~5% smaller (xz_payload); liblzma 5.2, which the
-# xz2 crate bundles, has no arm64 filter, so aarch64 gets plain LZMA2.
-# shellcheck disable=SC2086
-xz_payload "$BIN" "$OUT/busybox.xz" $XZ_FILTER
+xz_payload "$BIN" "$OUT/busybox.xz" "$ARCH"
 python3 "$ROOT/scripts/lib/payload.py" record --manifest "$OUT/manifest.toml" \
     --name busybox --file busybox.xz \
     --source "Debian busybox-static $PIN_BUSYBOX_VERSION ($DEBARCH), source package busybox" \

@@ -11,13 +11,16 @@ require_pkg() {
   fix: apt-get install $1=$2   (or update the pin in scripts/lib/pins.sh and rebuild every payload)"
 }
 
-# xz_payload IN OUT [--x86]: the crate payload compression (single-threaded: reproducible).
-# --x86 puts the x86 branch filter (BCJ) in front of LZMA2, for uncompressed x86 machine code;
-# every liblzma decodes it, including the one xz2 bundles.
+# xz_payload IN OUT ARCH: the crate payload compression (single-threaded: reproducible), the one
+# place that chooses the filter per architecture. x86_64: the x86 branch filter (BCJ) in front of
+# LZMA2 packs uncompressed machine code ~5% smaller, and every liblzma decodes it, including the
+# 5.2 that the xz2 crate bundles. aarch64: plain LZMA2 (liblzma 5.2 has no arm64 filter).
 xz_payload() {
-    if [ "${3:-}" = --x86 ]; then
-        xz -T1 --x86 --lzma2=preset=9e --check=crc64 -c "$1" >"$2.tmp" && mv "$2.tmp" "$2"
-        return
-    fi
-    xz -T1 -9e --check=crc64 -c "$1" >"$2.tmp" && mv "$2.tmp" "$2"
+    local filter
+    case $3 in
+        x86_64) filter=(--x86 --lzma2=preset=9e) ;;
+        aarch64) filter=(-9e) ;;
+        *) die "xz_payload: unknown architecture '$3' (x86_64 or aarch64)" ;;
+    esac
+    xz -T1 "${filter[@]}" --check=crc64 -c "$1" >"$2.tmp" && mv "$2.tmp" "$2"
 }

@@ -140,7 +140,7 @@ kernel_recipe() {
     mkdir -p "$out"
     # x86_64: the bzImage carries its kernel uncompressed (compression.config), so the crate's xz
     # gets the x86 branch filter (BCJ), which makes machine code compress ~9% better.
-    if [ "$arch" = x86_64 ]; then xz_payload "$image" "$out/kernel.xz" --x86; else xz_payload "$image" "$out/kernel.xz"; fi
+    xz_payload "$image" "$out/kernel.xz" "$arch"
     cp "$work/.config" "$out/kernel.config"
     [ "$out" != "$default_out" ] || cp "$work/.config" "$ROOT/scripts/kconfig/$arch.config"
     echo "==> $(basename "$image") $(stat -c %s "$image") bytes, kernel.xz $(stat -c %s "$out/kernel.xz") bytes, release $release"

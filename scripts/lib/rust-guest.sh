@@ -84,7 +84,7 @@ rust_guest_recipe() {
     local payload_dir=$ROOT/crates/$crate/payload version
     [ -d "$payload_dir" ] || die "$payload_dir does not exist"
     # x86_64 gets the x86 branch filter, as the kernel and busybox do (scripts/busybox-build.sh).
-    if [ "$arch" = x86_64 ]; then xz_payload "$bin" "$payload_dir/$binary.xz" --x86; else xz_payload "$bin" "$payload_dir/$binary.xz"; fi
+    xz_payload "$bin" "$payload_dir/$binary.xz" "$arch"
     version=$(sed -n 's/^version = "\(.*\)"/\1/p' "$ROOT/Cargo.toml" | head -1)
     python3 "$ROOT/scripts/lib/payload.py" record \
         --manifest "$payload_dir/manifest.toml" --name "$binary" --file "$binary.xz" \
