@@ -2,7 +2,7 @@
 # Benchmarks our crates against the published supermachine-kernel 0.7.70 family, side by side in
 # one run, every timing interleaved (ours, upstream, ours, …), min and median reported.
 #
-#   scripts/bench.sh [--quick] [--skip S[,S…]] [--only S[,S…]] [--docs | --no-docs]
+#   scripts/bench.sh [--quick] [--skip S[,S…]] [--only S[,S…]] [--docs | --no-docs] [--boot-runs N]
 #
 # Sections (each skippable): size (.crate and payload bytes), agent (binary size, stdio-mode exec
 # round trip and idle RSS on the host), binsize (consumer release binary using KERNEL_BYTES from
@@ -23,7 +23,7 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 ALL="size agent binsize build boot guest minmem"
-QUICK=0 SKIP="" ONLY="" DOCS=""
+QUICK=0 SKIP="" ONLY="" DOCS="" BOOT_RUNS_ARG=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) QUICK=1; shift ;;
@@ -31,6 +31,7 @@ while [ $# -gt 0 ]; do
         --only) ONLY="${2//,/ }"; shift 2 ;;
         --docs) DOCS=1; shift ;;
         --no-docs) DOCS=0; shift ;;
+        --boot-runs) BOOT_RUNS_ARG=$2; shift 2 ;;
         -h|--help) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) echo "unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -52,6 +53,13 @@ if [ "$QUICK" = 1 ]; then
     BOOT_RUNS=2 BUILD_RUNS=1 EXECS=20 STDIO_RUNS=50 MINMEM_STEP=16
 else
     BOOT_RUNS=7 BUILD_RUNS=3 EXECS=200 STDIO_RUNS=300 MINMEM_STEP=1
+fi
+# More interleaved boots give steadier medians on a busy machine (the boot and guest sections).
+if [ -n "$BOOT_RUNS_ARG" ]; then
+    case "$BOOT_RUNS_ARG" in
+        ''|*[!0-9]*|0) echo "--boot-runs wants a positive number, got '$BOOT_RUNS_ARG'" >&2; exit 2 ;;
+    esac
+    BOOT_RUNS=$BOOT_RUNS_ARG
 fi
 . "$ROOT/scripts/lib/upstream.sh"
 ARCHES="x86_64 aarch64"
