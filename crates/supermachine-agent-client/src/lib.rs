@@ -42,7 +42,7 @@
 
 pub use supermachine_agent_proto as proto;
 
-use proto::{b64, Ack, ControlRequest, ExecRequest, FrameType, ProbeReply, ReadChunkReply, StatReply};
+use proto::{b64, read_full, Ack, ControlRequest, ExecRequest, FrameType, ProbeReply, ReadChunkReply, StatReply};
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -598,19 +598,6 @@ fn cpus(a: Ack) -> Result<Vec<u32>> {
         Some(v) => serde_json::from_value(v.clone()).map_err(|e| Error::Protocol(e.to_string())),
         None => Ok(Vec::new()),
     }
-}
-
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut got = 0;
-    while got < buf.len() {
-        match r.read(&mut buf[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(got)
 }
 
 #[cfg(test)]

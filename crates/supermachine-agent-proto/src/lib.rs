@@ -273,7 +273,15 @@ pub fn parse_header(h: &[u8; HEADER_LEN]) -> Result<Header, FrameError> {
     Ok(Header { kind_byte: h[0], len })
 }
 
-fn read_full<R: Read + ?Sized>(r: &mut R, buf: &mut [u8]) -> io::Result<usize> {
+/// Reads until `buf` is full or the stream ends, retrying `Interrupted`; returns the bytes read
+/// (less than `buf.len()` only at the end of the stream). Unlike `read_exact`, a short stream is
+/// not an error, so callers can tell a clean end (0) from a truncated frame.
+///
+/// ```
+/// let mut buf = [0u8; 4];
+/// assert_eq!(supermachine_agent_proto::read_full(&mut &b"ab"[..], &mut buf).unwrap(), 2);
+/// ```
+pub fn read_full<R: Read + ?Sized>(r: &mut R, buf: &mut [u8]) -> io::Result<usize> {
     let mut got = 0;
     while got < buf.len() {
         match r.read(&mut buf[got..]) {
