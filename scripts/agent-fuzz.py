@@ -1130,6 +1130,7 @@ def fuzz(a, seed, sb, ctx, t_start):
                 # The allocator's working set after the warm-up batches: musl's malloc keeps some
                 # freed memory, so the RSS after a batch wanders (by ~100 KiB) without a trend.
                 base["Rss"], base["VmRSS"] = max(rss_hist), st["VmRSS"]
+                base["maps"] = H.rss_by_mapping(sb.apid)  # named in a later RSS failure
                 print(f"  baseline after {a.warmup} warm-up batch(es): RSS {base['Rss']} KiB without the binary's code "
                       f"pages (their highest; VmRSS now {st['VmRSS']} KiB: anon {st.get('RssAnon')}, code {st.get('code')}), "
                       f"{st['Threads']} threads, {st['fds']} fds", flush=True)

@@ -101,6 +101,37 @@ def code_kib(pid, binary="/supermachine-agent"):
     return total
 
 
+def rss_by_mapping(pid, binary="/supermachine-agent"):
+    """{"start-end name": KiB of RSS} of every mapping of `pid` with resident pages, but the
+    binary's own file pages: to name what grew when an RSS check fails (heap, a thread's stack,
+    an allocator's mmap)."""
+    out, key, ours = {}, None, False
+    try:
+        with open(f"/proc/{pid}/smaps") as f:
+            for line in f:
+                head = line.split()
+                if not head:
+                    continue
+                if not head[0].endswith(":"):
+                    ours = len(head) >= 6 and head[5].endswith(binary)
+                    key = head[0] + (" " + head[5] if len(head) >= 6 else " [anon]")
+                elif head[0] == "Rss:" and int(head[1]) and not ours:
+                    out[key] = int(head[1])
+    except OSError:
+        pass
+    return out
+
+
+def rss_growth(before, after, top=8):
+    """The mappings whose RSS grew from `before` to `after` (rss_by_mapping results), largest
+    first, as text."""
+    grown = sorted(((k, v - before.get(k, 0)) for k, v in after.items() if v > before.get(k, 0)),
+                   key=lambda kv: -kv[1])
+    gone = sum(v for k, v in before.items() if k not in after)
+    text = ", ".join(f"{k} +{d} KiB" + ("" if k in before else " (new)") for k, d in grown[:top])
+    return (text or "no mapping grew") + (f"; {gone} KiB in mappings since unmapped" if gone else "")
+
+
 def fd_count(pid):
     try:
         return len(os.listdir(f"/proc/{pid}/fd"))
@@ -408,8 +439,10 @@ def quiesce(sb, base, helpers, settle, slack=RSS_SLACK_KIB):
         if st.get("fds") != base["fds"]:
             problems.append(f"{st.get('fds')} fds (baseline {base['fds']})")
         if "Rss" in base and st.get("Rss", 0) > base["Rss"] + slack:
+            grown = (f"; grown since the baseline: {rss_growth(base['maps'], rss_by_mapping(sb.apid))}"
+                     if "maps" in base else "")
             problems.append(f"RSS {st.get('Rss')} KiB without code pages (baseline {base['Rss']} KiB + {slack}; "
-                            f"VmRSS {st.get('VmRSS')}, RssAnon {st.get('RssAnon')}, code {st.get('code')})")
+                            f"VmRSS {st.get('VmRSS')}, RssAnon {st.get('RssAnon')}, code {st.get('code')}){grown}")
         if not problems or time.monotonic() - t > settle:
             return not problems, problems, st
         time.sleep(0.1)
