@@ -42,6 +42,11 @@ AGENT_TO_HOST = {STDOUT, STDERR, EXIT, ERROR, CONTROL}
 RX_CAP = 64 << 20  # more than this on one connection is endless output
 KEEP_OUTPUT = 8 << 20  # STDOUT/STDERR bytes kept per connection (the rest is only counted)
 RSS_SLACK_KIB = 64  # "back to baseline": RSS (without the binary's code pages) within this much of it
+# musl's malloc (mallocng) keeps the last, emptied group of a size class that is "bouncing"
+# (freed and re-created in a short span) instead of unmapping it: up to 128 KiB for the largest
+# class, resident until that class is used again. So the RSS after one busy stretch can sit
+# ~130 KiB above the baseline and come back later; a leak raises the floor instead.
+RSS_SPIKE_KIB = 512  # the most RSS over the baseline allowed at any check, retained or not
 
 
 def frame(kind, payload=b""):
@@ -114,7 +119,9 @@ def rss_by_mapping(pid, binary="/supermachine-agent"):
                     continue
                 if not head[0].endswith(":"):
                     ours = len(head) >= 6 and head[5].endswith(binary)
-                    key = head[0] + (" " + head[5] if len(head) >= 6 else " [anon]")
+                    name = head[5] if len(head) >= 6 else "[anon]"
+                    # [heap] and [stack] grow in place: key them by name, the rest by range
+                    key = name if name in ("[heap]", "[stack]") else f"{head[0]} {name}"
                 elif head[0] == "Rss:" and int(head[1]) and not ours:
                     out[key] = int(head[1])
     except OSError:
