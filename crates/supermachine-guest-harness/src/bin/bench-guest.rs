@@ -2,7 +2,7 @@
 //! read from files, interleaved: QEMU launch → `/init` starts → the agent answers `/bin/true`.
 //!
 //! ```text
-//! bench-guest --arch x86_64|aarch64 --busybox PATH --guest NAME=KERNEL,AGENT [--guest …]
+//! bench-guest --arch x86_64|aarch64 --busybox PATH --guest NAME=KERNEL,AGENT[,PARAMS] [--guest …]
 //!             [--runs N] [--mem MIB] [--execs N] [--cmdline STR] [--timeout S]
 //!             [--min-mem [--min-mem-step MIB] [--min-mem-boots N]]
 //! ```
@@ -18,6 +18,10 @@
 //! near the limit a boot passes or fails with the timing of the init's copies and the agent's
 //! start, and the figure is what a runtime can rely on, not the luckiest boot. Not part of
 //! `cargo test`; `scripts/bench.sh` runs it.
+//!
+//! `PARAMS` (optional) are kernel parameters for that guest only, after `--cmdline`: to time a
+//! boot parameter against the same kernel without it, interleaved (e.g.
+//! `--guest ours=K,A --guest ours-psi0=K,A,psi=0`).
 #![forbid(unsafe_code)]
 
 use std::io;
@@ -52,9 +56,11 @@ struct Prepared {
     kernel: PathBuf,
     initrd: PathBuf,
     image: PathBuf,
+    /// Kernel parameters of this guest only, appended after `--cmdline`.
+    params: String,
 }
 
-fn prepare(name: &str, p: GuestPayloads) -> io::Result<Prepared> {
+fn prepare(name: &str, p: GuestPayloads, params: &str) -> io::Result<Prepared> {
     let dir = tempfile::Builder::new().prefix("bench-guest").tempdir()?;
     let kernel = dir.path().join("kernel");
     std::fs::write(&kernel, p.kernel)?;
@@ -65,7 +71,7 @@ fn prepare(name: &str, p: GuestPayloads) -> io::Result<Prepared> {
     rootfs::busybox_tree(&tree, p.busybox)?;
     let image = dir.path().join("rootfs.squashfs");
     rootfs::squashfs(&tree, &image)?;
-    Ok(Prepared { name: name.to_string(), p, dir, kernel, initrd, image })
+    Ok(Prepared { name: name.to_string(), p, dir, kernel, initrd, image, params: params.to_string() })
 }
 
 #[derive(Default)]
@@ -92,7 +98,7 @@ fn boot(g: &Prepared, s: &Settings, mem: u32, execs: usize) -> Result<Boot, Stri
     cfg.mem_mib = mem;
     cfg.drives = vec![g.image.clone()];
     cfg.vhost_user_vsock = Some(backend.vhost_socket().to_path_buf());
-    cfg.append = format!("panic=-1 {}", s.cmdline);
+    cfg.append = format!("panic=-1 {} {}", s.cmdline, g.params);
     let vm = Vm::spawn(&cfg).map_err(|e| e.to_string())?;
     let uds = backend.uds_path().to_path_buf();
     // Readiness: one connect attempt per probe, retried every few ms so the first answer is seen
@@ -194,7 +200,7 @@ fn main() {
     let (mut arch, mut busybox, mut runs, mut mem, mut execs) = (String::from("x86_64"), None::<PathBuf>, 5usize, 256u32, 200usize);
     let (mut cmdline, mut timeout, mut min_mem, mut step, mut machine) = (String::from("quiet"), 120u64, false, 1u32, None);
     let mut min_mem_boots = 3usize;
-    let mut guests: Vec<(String, PathBuf, PathBuf)> = Vec::new();
+    let mut guests: Vec<(String, PathBuf, PathBuf, String)> = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut val = || args.next().unwrap_or_else(|| die(&format!("{a} needs a value")));
@@ -204,8 +210,9 @@ fn main() {
             "--guest" => {
                 let v = val();
                 let (name, files) = v.split_once('=').unwrap_or_else(|| die("--guest takes NAME=KERNEL,AGENT"));
-                let (k, ag) = files.split_once(',').unwrap_or_else(|| die("--guest takes NAME=KERNEL,AGENT"));
-                guests.push((name.into(), k.into(), ag.into()));
+                let (k, rest) = files.split_once(',').unwrap_or_else(|| die("--guest takes NAME=KERNEL,AGENT"));
+                let (ag, params) = rest.split_once(',').unwrap_or((rest, ""));
+                guests.push((name.into(), k.into(), ag.into(), params.into()));
             }
             "--runs" => runs = val().parse().unwrap_or_else(|_| die("--runs takes a number")),
             "--mem" => mem = val().parse().unwrap_or_else(|_| die("--mem takes MiB")),
@@ -239,7 +246,9 @@ fn main() {
     }
     let s = Settings { machine: machine.unwrap_or(base.machine), cmdline, timeout: Duration::from_secs(timeout) };
     let prepared: Vec<Prepared> = guests.iter()
-        .map(|(n, k, a)| prepare(n, payloads_from_files(base, k, busybox, a)).unwrap_or_else(|e| die(&format!("{n}: {e}"))))
+        .map(|(n, k, a, params)| {
+            prepare(n, payloads_from_files(base, k, busybox, a), params).unwrap_or_else(|e| die(&format!("{n}: {e}")))
+        })
         .collect();
 
     if min_mem {
