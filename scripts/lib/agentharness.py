@@ -84,33 +84,10 @@ def proc_status(pid):
     return out
 
 
-def code_kib(pid, binary="/supermachine-agent"):
-    """KiB of the agent binary's own file pages mapped by `pid` (its code and read-only data).
-    They come in as code paths first run (fault-around) and stay: not a leak."""
-    total, ours = 0, False
-    try:
-        with open(f"/proc/{pid}/smaps") as f:
-            for line in f:
-                head = line.split()
-                if not head:
-                    continue
-                if not head[0].endswith(":"):  # a mapping line: range perms offset dev inode [path]
-                    # (the path as the host sees it: .../root/supermachine-agent)
-                    ours = len(head) >= 6 and head[5].endswith(binary)
-                elif ours and head[0] == "Rss:":
-                    total += int(head[1])
-                elif ours and head[0] == "Anonymous:":
-                    total -= int(head[1])
-    except OSError:
-        return 0
-    return total
-
-
-def rss_by_mapping(pid, binary="/supermachine-agent"):
-    """{"start-end name": KiB of RSS} of every mapping of `pid` with resident pages, but the
-    binary's own file pages: to name what grew when an RSS check fails (heap, a thread's stack,
-    an allocator's mmap)."""
-    out, key, ours = {}, None, False
+def smaps(pid):
+    """Each mapping of `pid` as (the fields of its header line: range perms offset dev inode
+    [path], {"Rss": KiB, "Anonymous": KiB, ...}); [] when the process is gone."""
+    maps = []
     try:
         with open(f"/proc/{pid}/smaps") as f:
             for line in f:
@@ -118,14 +95,35 @@ def rss_by_mapping(pid, binary="/supermachine-agent"):
                 if not head:
                     continue
                 if not head[0].endswith(":"):
-                    ours = len(head) >= 6 and head[5].endswith(binary)
-                    name = head[5] if len(head) >= 6 else "[anon]"
-                    # [heap] and [stack] grow in place: key them by name, the rest by range
-                    key = name if name in ("[heap]", "[stack]") else f"{head[0]} {name}"
-                elif head[0] == "Rss:" and int(head[1]) and not ours:
-                    out[key] = int(head[1])
+                    maps.append((head, {}))
+                elif maps and len(head) >= 2 and head[1].isdigit():
+                    maps[-1][1][head[0][:-1]] = int(head[1])
     except OSError:
-        pass
+        return []
+    return maps
+
+
+def _is_binary(head, binary):
+    # the path as the host sees it: .../root/supermachine-agent
+    return len(head) >= 6 and head[5].endswith(binary)
+
+
+def code_kib(pid, binary="/supermachine-agent"):
+    """KiB of the agent binary's own file pages mapped by `pid` (its code and read-only data).
+    They come in as code paths first run (fault-around) and stay: not a leak."""
+    return sum(v.get("Rss", 0) - v.get("Anonymous", 0) for head, v in smaps(pid) if _is_binary(head, binary))
+
+
+def rss_by_mapping(pid, binary="/supermachine-agent"):
+    """{"start-end name": KiB of RSS} of every mapping of `pid` with resident pages, but the
+    binary's own file pages: to name what grew when an RSS check fails (heap, a thread's stack,
+    an allocator's mmap)."""
+    out = {}
+    for head, v in smaps(pid):
+        if v.get("Rss") and not _is_binary(head, binary):
+            name = head[5] if len(head) >= 6 else "[anon]"
+            # [heap] and [stack] grow in place: key them by name, the rest by range
+            out[name if name in ("[heap]", "[stack]") else f"{head[0]} {name}"] = v["Rss"]
     return out
 
 
