@@ -1098,7 +1098,7 @@ def fuzz(a, seed, sb, ctx, t_start):
     batch_no = 0
     peak_threads = st0["Threads"]
     rss_hist = []
-    over = []  # after each batch past the warm-up: was the RSS over baseline + slack?
+    over_streak = spikes = 0  # batches in a row / in all, past the warm-up, that ended over baseline + slack
     while end is None or index < end:
         if a.seconds is not None and time.monotonic() - t_start > a.seconds:
             break
@@ -1142,8 +1142,9 @@ def fuzz(a, seed, sb, ctx, t_start):
             if not ok:
                 batch_violations.append((None, "batch", "not back to baseline after the batch: " + "; ".join(problems)))
             if "Rss" in base:
-                over.append(st["Rss"] > base["Rss"] + a.rss_slack)
-                if len(over) >= a.rss_window and all(over[-a.rss_window:]):
+                over = st["Rss"] > base["Rss"] + a.rss_slack
+                over_streak, spikes = (over_streak + 1 if over else 0), spikes + over
+                if over_streak >= a.rss_window:
                     batch_violations.append((None, "batch", rss_leak_text(a, sb, base, rss_hist + [st["Rss"]])))
             left = leftovers(sb)
             if left:
@@ -1154,7 +1155,6 @@ def fuzz(a, seed, sb, ctx, t_start):
                 # freed memory, so the RSS after a batch wanders (by ~100 KiB) without a trend.
                 base["Rss"], base["VmRSS"] = max(rss_hist), st["VmRSS"]
                 base["maps"] = H.rss_by_mapping(sb.apid)  # named in a later RSS failure
-                over.clear()
                 print(f"  baseline after {a.warmup} warm-up batch(es): RSS {base['Rss']} KiB without the binary's code "
                       f"pages (their highest; VmRSS now {st['VmRSS']} KiB: anon {st.get('RssAnon')}, code {st.get('code')}), "
                       f"{st['Threads']} threads, {st['fds']} fds", flush=True)
@@ -1213,7 +1213,6 @@ def fuzz(a, seed, sb, ctx, t_start):
         if tail:
             print("  agent log (last lines):\n    " + tail.replace("\n", "\n    "))
         return 1
-    spikes = sum(over)
     rss_note = (f"RSS within {a.rss_slack} KiB of the baseline again within {a.rss_window} batches whenever it left "
                 f"({spikes} batch(es) ended above it, none more than {a.rss_spike} KiB over; after the last batch "
                 f"{rss_hist[-1]} KiB, baseline {base.get('Rss')} KiB)" if "Rss" in base
