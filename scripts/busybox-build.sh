@@ -25,7 +25,7 @@ MUSL_VERSION=1.2.3-1
 LINUX_LIBC_DEV_VERSION=6.1.187-1
 LINUX_LIBC_DEV_ARM64_CROSS_VERSION=6.1.4-1cross1
 
-ARCH=x86_64 OUT= RECORD=1
+ARCH=x86_64 OUT='' RECORD=1
 while [ $# -gt 0 ]; do
     case $1 in
         --arch) ARCH=$2; shift 2 ;;

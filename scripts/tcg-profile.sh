@@ -20,7 +20,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 . "$ROOT/scripts/lib/common.sh"
 
-ARCH=x86_64 TREE= RUNS=1 EXECS=20 OUT=$ROOT/target/tcg-profile
+ARCH=x86_64 TREE='' RUNS=1 EXECS=20 OUT=$ROOT/target/tcg-profile
 while [ $# -gt 0 ]; do
     case $1 in
         --tree) TREE=$(cd "$2" && pwd); shift 2 ;;
@@ -37,7 +37,7 @@ case $ARCH in
     aarch64) IMAGE=$TREE/arch/arm64/boot/Image; CRATE=supermachine-kernel-aarch64; MIN=ffff800000000000 ;;
     *) die "--arch must be x86_64 or aarch64" ;;
 esac
-[ -f "$IMAGE" ] && [ -f "$TREE/System.map" ] || die "$TREE has no built $IMAGE and System.map"
+{ [ -f "$IMAGE" ] && [ -f "$TREE/System.map" ]; } || die "$TREE has no built $IMAGE and System.map"
 mkdir -p "$OUT"
 
 # The plugin, built against the installed QEMU's plugin API header.
