@@ -18,6 +18,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 . "$ROOT/scripts/lib/pins.sh"
 . "$ROOT/scripts/lib/common.sh"
+. "$ROOT/scripts/lib/kconfig.sh"
 
 # Pins only this recipe uses (a bump here does not stale the kernels or the Rust payloads).
 BUSYBOX_SOURCE_VERSION=1:1.35.0-4+deb12u1
@@ -91,19 +92,10 @@ B=$WORK/build
 mkdir -p "$B"
 MAKE_ARGS=(-C "$B" -f "$WORK/src/Makefile" KBUILD_SRC="$WORK/src" KCONFIG_NOTIMESTAMP=1)
 make "${MAKE_ARGS[@]}" -s defconfig >/dev/null
-options=$(sed -n -e 's/^\(CONFIG_[A-Za-z0-9_]*\)=.*/\1/p' -e 's/^# \(CONFIG_[A-Za-z0-9_]*\) is not set$/\1/p' "$FRAGMENT")
-for o in $options; do sed -i -e "/^$o=/d" -e "/^# $o is not set\$/d" "$B/.config"; done
+for o in $(fragment_options "$FRAGMENT" | cut -d= -f1); do sed -i -e "/^$o=/d" -e "/^# $o is not set\$/d" "$B/.config"; done
 grep -E '^(CONFIG_|# CONFIG_)' "$FRAGMENT" >>"$B/.config"
 { yes "" || true; } | make "${MAKE_ARGS[@]}" -s oldconfig >/dev/null
-missing=0
-while IFS= read -r line; do
-    case $line in
-        CONFIG_*) grep -qxF "$line" "$B/.config" ;;
-        "# CONFIG_"*) line=${line#\# }; ! grep -q "^${line%% *}=" "$B/.config" ;;
-        *) continue ;;
-    esac || { echo "error: $FRAGMENT asks for '$line'; oldconfig did not keep it" >&2; missing=1; }
-done <"$FRAGMENT"
-[ $missing = 0 ] || die "the busybox config does not hold every requested option (see above)"
+assert_fragments busybox "$B/.config" "$FRAGMENT"
 
 echo "==> building busybox ($ARCH, musl)"
 make "${MAKE_ARGS[@]}" -j"$(nproc)" CC="$CC" CROSS_COMPILE="$CROSS" \
@@ -128,4 +120,4 @@ python3 "$ROOT/scripts/lib/payload.py" record --manifest "$DEST/manifest.toml" \
     --source "busybox 1.35.0 from the Debian source package busybox $BUSYBOX_SOURCE_VERSION (Debian patches applied), upstream defconfig + scripts/busybox/supermachine.config, static" \
     --toolchain "$TOOLCHAIN; xz-utils $PIN_XZ_VERSION" \
     --recipe scripts/busybox-build.sh \
-    --inputs "scripts/busybox-build.sh scripts/busybox/supermachine.config scripts/lib/pins.sh scripts/lib/common.sh"
+    --inputs "scripts/busybox-build.sh scripts/busybox/supermachine.config scripts/lib/pins.sh scripts/lib/common.sh scripts/lib/kconfig.sh"

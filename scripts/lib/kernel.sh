@@ -2,6 +2,7 @@
 # Sourced by scripts/kvm-x86_64-build.sh and scripts/hvf-aarch64-build.sh.
 # shellcheck shell=bash
 # Needs scripts/lib/common.sh.
+. "$ROOT/scripts/lib/kconfig.sh"
 
 # kernel_patches ARCH: the patch set, one path per line: scripts/kernel-patches/common/*.patch,
 # then scripts/kernel-patches/ARCH/*.patch, each in name order.
@@ -45,12 +46,6 @@ patch_inputs() {
     return 0
 }
 
-# fragment_options FILE...: every CONFIG_X=value or "# CONFIG_X is not set" line, normalised.
-fragment_options() {
-    sed -n -e 's/^\(CONFIG_[A-Za-z0-9_]*=.*\)$/\1/p' \
-           -e 's/^# \(CONFIG_[A-Za-z0-9_]*\) is not set$/\1=n/p' "$@"
-}
-
 # configure_kernel SRC MAKEARGS FRAGMENT...: tinyconfig, merge, olddefconfig, assert.
 configure_kernel() {
     local src=$1; shift
@@ -58,18 +53,7 @@ configure_kernel() {
     make -C "$src" "${makeargs[@]}" -s tinyconfig
     "$src/scripts/kconfig/merge_config.sh" -m -O "$src" "$src/.config" "$@" >/dev/null
     make -C "$src" "${makeargs[@]}" -s olddefconfig
-    # A dependency that is not met makes Kconfig drop an option silently: refuse that.
-    local missing=0 opt want got
-    while IFS= read -r opt; do
-        want=${opt#*=}; opt=${opt%%=*}
-        got=$(grep -E "^$opt=" "$src/.config" | cut -d= -f2- || true)
-        [ -n "$got" ] || got=n
-        if [ "$got" != "$want" ]; then
-            echo "error: $opt: the fragments ask for $want, olddefconfig gave $got" >&2
-            missing=1
-        fi
-    done < <(fragment_options "$@")
-    [ $missing = 0 ] || die "kernel config does not hold every requested option (see above)"
+    assert_fragments kernel "$src/.config" "$@"
 }
 
 # build_kernel SRC MAKEARGS TARGET
@@ -152,6 +136,6 @@ kernel_recipe() {
         --source "Debian $PIN_LINUX_SOURCE_PKG $PIN_LINUX_SOURCE_VERSION (Linux $release)" \
         --toolchain "$KERNEL_TOOLCHAIN, xz-utils $PIN_XZ_VERSION" \
         --recipe "$recipe" \
-        --inputs "$recipe scripts/lib/common.sh scripts/lib/kernel.sh scripts/lib/pins.sh scripts/kconfig/common/*.config scripts/kconfig/$arch/*.config$(patch_inputs "$arch")" \
+        --inputs "$recipe scripts/lib/common.sh scripts/lib/kernel.sh scripts/lib/kconfig.sh scripts/lib/pins.sh scripts/kconfig/common/*.config scripts/kconfig/$arch/*.config$(patch_inputs "$arch")" \
         --extra "kernel_release=$release"
 }
