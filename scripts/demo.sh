@@ -4,6 +4,7 @@
 #   scripts/demo.sh                    # self-check: uname, kernel config, file round trip
 #   scripts/demo.sh uname -a           # any command
 #   scripts/demo.sh --arch aarch64 uname -m
+#   scripts/demo.sh --mem 32 cat /proc/meminfo    # a small guest (--cmdline adds kernel parameters)
 #
 # Installs what is missing first (QEMU, squashfs-tools, vhost-device-vsock) and says so.
 set -euo pipefail

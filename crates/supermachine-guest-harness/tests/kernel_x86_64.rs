@@ -142,7 +142,7 @@ fn microvm_the_supermachine_way_with_cmdline_devices_and_unknown_tokens() {
 }
 
 /// The small-memory promise: the whole probe runs in 32 MiB of guest RAM (the kernel's budget
-/// for the full agent flow, docs/KERNEL.md; the probe alone needs 29 MiB).
+/// for the full agent flow, docs/KERNEL.md; `e2e_x86_64::agent_flow_in_26_mib` holds the lower figure).
 #[test]
 #[ignore = "needs qemu-system-x86_64 (scripts/test.sh runs it)"]
 fn boots_in_32_mib() {

@@ -1,6 +1,9 @@
-//! `scripts/demo.sh [--arch aarch64] [COMMAND...]`: boot the bundled guest under QEMU, run
-//! COMMAND in it through the agent, print its output and where the time went. With no command,
-//! a self-check: uname, kernel config options, a file round trip.
+//! `scripts/demo.sh [--arch aarch64] [--mem MIB] [--cmdline STR] [--kernel PATH] [COMMAND...]`:
+//! boot the bundled guest under QEMU, run COMMAND in it through the agent, print its output and
+//! where the time went. With no command, a self-check: uname, kernel config options, a file round
+//! trip. `--mem` sets the guest's RAM (default 256 MiB), e.g. to read `/proc/meminfo` near the
+//! lowest RAM that boots; `--cmdline` adds kernel parameters (e.g. `initcall_debug`, then read
+//! `dmesg`); `--kernel` boots a kernel you built (a bzImage or arm64 Image) instead of the bundled one.
 #![forbid(unsafe_code)]
 
 use std::time::{Duration, Instant};
@@ -19,8 +22,22 @@ fn main() {
         };
         args.drain(..2);
     }
-    eprintln!("==> booting the {} guest under {} (TCG) ...", p.arch, p.qemu);
-    let g = Guest::boot(&GuestOptions::for_payloads(p)).unwrap_or_else(|e| fail(&format!("boot failed: {e}")));
+    let mut opts = GuestOptions::for_payloads(p);
+    while let Some(flag @ ("--mem" | "--cmdline" | "--kernel")) = args.first().map(String::as_str) {
+        let Some(val) = args.get(1).cloned() else { fail(&format!("{flag} needs a value")) };
+        match flag {
+            "--mem" => opts.mem_mib = val.parse().unwrap_or_else(|_| fail(&format!("--mem takes a size in MiB, not {val:?}"))),
+            "--kernel" => {
+                let bytes = std::fs::read(&val).unwrap_or_else(|e| fail(&format!("--kernel {val}: {e}")));
+                // The payloads are `'static` (the crates' embedded bytes); this one lives as long as the demo.
+                opts.payloads.kernel = Box::leak(bytes.into_boxed_slice());
+            }
+            _ => opts.extra_cmdline = val,
+        }
+        args.drain(..2);
+    }
+    eprintln!("==> booting the {} guest under {} (TCG, {} MiB) ...", opts.payloads.arch, opts.payloads.qemu, opts.mem_mib);
+    let g = Guest::boot(&opts).unwrap_or_else(|e| fail(&format!("boot failed: {e}")));
     let t = &g.timings;
     eprintln!("==> agent ready after {:.2} s", t.kernel_to_agent_ready.as_secs_f64());
 
