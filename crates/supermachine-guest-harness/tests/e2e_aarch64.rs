@@ -6,12 +6,17 @@ use supermachine_agent_client::proto::ExecRequest;
 use supermachine_guest_harness::guest::{Guest, GuestOptions};
 use supermachine_guest_harness::{payloads, require_tools};
 
+/// The aarch64 payloads with `opts` (built on `GuestOptions::for_payloads(payloads::aarch64())`)
+/// booted to an answering agent, or a panic naming the RAM it had.
+fn boot(opts: GuestOptions) -> Guest {
+    require_tools(&["qemu-system-aarch64", "mksquashfs", "vhost-device-vsock"]);
+    Guest::boot(&opts).unwrap_or_else(|e| panic!("aarch64 boot in {} MiB failed: {e}", opts.mem_mib))
+}
+
 #[test]
 #[ignore = "needs qemu-system-aarch64, mksquashfs, vhost-device-vsock (scripts/test.sh runs it)"]
 fn aarch64_guest_reaches_the_agent_and_runs_commands() {
-    require_tools(&["qemu-system-aarch64", "mksquashfs", "vhost-device-vsock"]);
-    let opts = GuestOptions { cpus: 2, ..GuestOptions::for_payloads(payloads::aarch64()) };
-    let g = Guest::boot(&opts).unwrap_or_else(|e| panic!("aarch64 boot failed: {e}"));
+    let g = boot(GuestOptions { cpus: 2, ..GuestOptions::for_payloads(payloads::aarch64()) });
     let c = &g.client;
     let out = c.exec(&ExecRequest::new(["uname", "-m"]), None).unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "aarch64");
@@ -43,9 +48,7 @@ fn aarch64_guest_reaches_the_agent_and_runs_commands() {
 #[test]
 #[ignore = "needs qemu-system-aarch64, mksquashfs, vhost-device-vsock (scripts/test.sh runs it)"]
 fn aarch64_agent_flow_in_26_mib() {
-    require_tools(&["qemu-system-aarch64", "mksquashfs", "vhost-device-vsock"]);
-    let opts = GuestOptions { mem_mib: 26, ..GuestOptions::for_payloads(payloads::aarch64()) };
-    let g = Guest::boot(&opts).unwrap_or_else(|e| panic!("no agent in 26 MiB: {e}"));
+    let g = boot(GuestOptions { mem_mib: 26, ..GuestOptions::for_payloads(payloads::aarch64()) });
     let out = g.client.exec(&ExecRequest::new(["cat", "/proc/meminfo"]), None).unwrap();
     assert!(out.status.success() && out.stdout.starts_with(b"MemTotal:"), "{out:?}");
 }

@@ -135,7 +135,7 @@ fn boots_with_supermachine_cmdline_tokens() {
 }
 
 /// The small-guest promise (docs/KERNEL.md, "Memory"): the runtime's whole flow, from the
-/// initramfs' copies to the agent's first exec, runs in 26 MiB (measured lowest: 25 MiB, 3 boots
+/// initramfs' copies to the agent's first exec, runs in 26 MiB (measured lowest: 24 MiB, 3 boots
 /// of 3). Regresses when the boot's memory peak grows, e.g. if the entry-text padding were freed
 /// late again (kernel-patches/x86_64/0004) or the vsock receive ring filled to QEMU's 1,024
 /// entries (common/0003).
