@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests and the demo need, saying what it installs. Idempotent.
 #   QEMU (x86_64 and aarch64 system emulators), squashfs-tools (image layers),
-#   vhost-device-vsock 0.3.0 (virtio-vsock backend for QEMU without /dev/vhost-vsock).
+#   vhost-device-vsock 0.3.0 (virtio-vsock backend for QEMU without /dev/vhost-vsock),
+#   gcc and libc6-dev (a static guest test program).
 set -euo pipefail
 need_apt=()
 command -v qemu-system-x86_64 >/dev/null || need_apt+=(qemu-system-x86)
@@ -9,6 +10,9 @@ command -v qemu-system-aarch64 >/dev/null || need_apt+=(qemu-system-arm)
 command -v mksquashfs >/dev/null || need_apt+=(squashfs-tools)
 command -v unshare >/dev/null || need_apt+=(util-linux)
 command -v python3 >/dev/null || need_apt+=(python3)
+# a C compiler with a static libc: the guest program of tests/tcg_cross_modifying_code.rs
+command -v cc >/dev/null || need_apt+=(gcc)
+[ -e "/usr/lib/$(uname -m)-linux-gnu/libc.a" ] || need_apt+=(libc6-dev)
 if [ ${#need_apt[@]} -gt 0 ]; then
     SUDO=; [ "$(id -u)" = 0 ] || SUDO=sudo
     echo "==> installing Debian packages: ${need_apt[*]}"

@@ -43,6 +43,19 @@ impl Machine {
 /// the guest can hang calibrating its clock.
 pub const TSC_EARLY_KHZ: u32 = 2_000_000;
 
+/// The accelerator: TCG with every vCPU on one host thread (round robin).
+///
+/// Multi-threaded TCG (QEMU's default for SMP guests) does not keep cross-modifying code
+/// coherent: a vCPU can translate a block while another vCPU writes to it and keep running
+/// the old bytes after the writer's core-serializing IPIs. Linux patches live text exactly that
+/// way (`text_poke_bp`: int3, sync, rest, sync, first byte, sync), so a static-key flip under
+/// load can leave a vCPU executing an int3 that memory no longer holds: "Oops: int3" in
+/// `sched_clock_cpu` at boot (CI, 2026-12-02) or `mem_cgroup_sk_alloc` on `unshare --net`.
+/// `tests/tcg_cross_modifying_code.rs` shows it from user space (thousands of stale traps per
+/// 20,000 patches with `thread=multi`, none with `thread=single`) on QEMU 7.2. Real CPUs and
+/// KVM/HVF are not affected; one-vCPU guests (all benchmarks) run the same either way.
+pub const TCG_ACCEL: &str = "tcg,thread=single";
+
 /// What to boot.
 #[derive(Debug, Clone)]
 pub struct VmConfig {
@@ -100,7 +113,7 @@ impl VmConfig {
                 append = format!("console=ttyAMA0 {append}");
             }
         }
-        c.args(["-accel", "tcg", "-m", &mem, "-smp", &self.cpus.to_string()]);
+        c.args(["-accel", TCG_ACCEL, "-m", &mem, "-smp", &self.cpus.to_string()]);
         if shared_mem {
             c.args(["-object", &format!("memory-backend-memfd,id=mem,size={mem},share=on")]);
         }
