@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cpio;
+pub mod dtb;
 pub mod guest;
 pub mod initramfs;
 pub mod payloads;

@@ -152,12 +152,27 @@ pub struct Vm {
     child: Child,
     started: Instant,
     console: Arc<(Mutex<Console>, Condvar)>,
+    /// The compact DTB of an arm64 guest (see [`crate::dtb`]), removed after QEMU.
+    _dtb_dir: Option<tempfile::TempDir>,
 }
 
 impl Vm {
-    /// Starts QEMU.
+    /// Starts QEMU. An arm64 `virt` guest gets an exact-size DTB ([`crate::dtb`]) unless
+    /// `extra_args` passes its own `-dtb`; making it runs QEMU once more, before the launch
+    /// that [`Vm::elapsed`] and the console times count from.
     pub fn spawn(cfg: &VmConfig) -> std::io::Result<Vm> {
         let mut cmd = cfg.command();
+        let mut dtb_dir = None;
+        if cfg.machine == Machine::Virt && !cfg.extra_args.iter().any(|a| a == "-dtb") {
+            let dir = tempfile::tempdir()?;
+            let dtb = dir.path().join("virt.dtb");
+            // Disks and vsock sit behind virtio-mmio slots the DTB lists either way; leaving
+            // them out keeps the dump from opening the disk files or the vsock backend's socket.
+            let probe = VmConfig { drives: Vec::new(), vhost_user_vsock: None, ..cfg.clone() };
+            crate::dtb::write_compact_virt_dtb(probe.command(), &dtb).map_err(std::io::Error::other)?;
+            cmd.arg("-dtb").arg(&dtb);
+            dtb_dir = Some(dir);
+        }
         cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let started = Instant::now();
         let mut child = cmd.spawn().map_err(|e| {
@@ -190,7 +205,7 @@ impl Vm {
                 }
             });
         }
-        Ok(Vm { child, started, console })
+        Ok(Vm { child, started, console, _dtb_dir: dtb_dir })
     }
 
     /// Waits until a console line contains `marker`; returns the time since launch it arrived.
