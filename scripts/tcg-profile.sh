@@ -19,6 +19,7 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 . "$ROOT/scripts/lib/common.sh"
+. "$ROOT/scripts/lib/tcg-plugin.sh"
 
 ARCH=x86_64 TREE='' RUNS=1 EXECS=20 OUT=$ROOT/target/tcg-profile
 while [ $# -gt 0 ]; do
@@ -41,22 +42,8 @@ esac
 mkdir -p "$OUT"
 
 # The plugin, built against the installed QEMU's plugin API header.
-CACHE=$ROOT/target/tcg-profile/cache
-mkdir -p "$CACHE"
-QEMU_VERSION=$(dpkg-query -W -f='${source:Version}' qemu-system-x86)
-HEADER=$CACHE/qemu-$QEMU_VERSION/qemu-plugin.h
-if [ ! -f "$HEADER" ]; then
-    echo "==> fetching qemu-plugin.h from the Debian source package qemu=$QEMU_VERSION"
-    tmp=$(mktemp -d)
-    (cd "$tmp" && apt-get source -q --download-only "qemu=$QEMU_VERSION" >/dev/null 2>&1) \
-        || die "apt-get source qemu=$QEMU_VERSION failed: the apt sources need a deb-src entry (see scripts/busybox-build.sh)"
-    mkdir -p "$(dirname "$HEADER")"
-    tar -xJf "$tmp"/qemu_*.orig.tar.xz -C "$tmp" --wildcards '*/include/qemu/qemu-plugin.h'
-    cp "$tmp"/*/include/qemu/qemu-plugin.h "$HEADER"
-    rm -rf "$tmp"
-fi
-PLUGIN=$CACHE/tbprof.so
-gcc -O2 -shared -fPIC -pthread -I "$(dirname "$HEADER")" -o "$PLUGIN" "$ROOT/scripts/tcg-profile/tbprof.c"
+PLUGIN=$ROOT/target/tcg-profile/cache/tbprof.so
+build_tbprof_plugin "$PLUGIN"
 
 # A QEMU in front of the real one on PATH: the plugin for boot N, and nokaslr.
 WRAP=$OUT/bin
