@@ -32,8 +32,8 @@ command -v gdb >/dev/null || die "gdb not found (apt-get install gdb)"
 addr=$(awk -v f="$TO" '$3 == f && $2 ~ /^[tT]$/ {print $1; exit}' "$SYMS")
 [ -n "$addr" ] || die "$SYMS has no text symbol $TO"
 mkdir -p "$OUT"
-PLUGIN=$ROOT/target/tcg-profile/cache/tbprof.so
-build_tbprof_plugin "$PLUGIN"
+build_tbprof_plugin
+PLUGIN=$TBPROF_PLUGIN
 prof=$OUT/tbprof
 rm -f "$prof"
 

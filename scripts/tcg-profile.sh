@@ -42,8 +42,8 @@ esac
 mkdir -p "$OUT"
 
 # The plugin, built against the installed QEMU's plugin API header.
-PLUGIN=$ROOT/target/tcg-profile/cache/tbprof.so
-build_tbprof_plugin "$PLUGIN"
+build_tbprof_plugin
+PLUGIN=$TBPROF_PLUGIN
 
 # A QEMU in front of the real one on PATH: the plugin for boot N, and nokaslr.
 WRAP=$OUT/bin

@@ -4,7 +4,10 @@
 # (apt-get source: needs a deb-src entry, see scripts/busybox-build.sh), cached in
 # target/tcg-profile/cache. Sourced after scripts/lib/common.sh (ROOT, die).
 
-# build_tbprof_plugin OUT_SO: compile the plugin to OUT_SO.
+# Where build_tbprof_plugin puts the plugin.
+TBPROF_PLUGIN=$ROOT/target/tcg-profile/cache/tbprof.so
+
+# build_tbprof_plugin: compile the plugin to $TBPROF_PLUGIN.
 build_tbprof_plugin() {
     local cache=$ROOT/target/tcg-profile/cache version header tmp
     version=$(dpkg-query -W -f='${source:Version}' qemu-system-x86)
@@ -19,6 +22,5 @@ build_tbprof_plugin() {
         cp "$tmp"/*/include/qemu/qemu-plugin.h "$header"
         rm -rf "$tmp"
     fi
-    mkdir -p "$(dirname "$1")"
-    gcc -O2 -shared -fPIC -pthread -I "$(dirname "$header")" -o "$1" "$ROOT/scripts/tcg-profile/tbprof.c"
+    gcc -O2 -shared -fPIC -pthread -I "$(dirname "$header")" -o "$TBPROF_PLUGIN" "$ROOT/scripts/tcg-profile/tbprof.c"
 }
