@@ -7,6 +7,12 @@
 # built -O2, and compare instructions saved per byte of code.
 #
 #   scripts/tcg-profile.sh --tree KERNEL_TREE [--arch x86_64|aarch64] [--runs N] [--execs N] [--out DIR]
+#                          [--probe-step CMD]
+#
+# --probe-step CMD profiles one step instead: the boot runs boot-profile's flow (the traced /init,
+# CMD as its own step before the mounts move; docs/BOOT-PROFILE.md) and no execs after the first.
+# Profile once with CMD and once with `--probe-step true`, then scripts/tcg-profile/diff.py
+# BASE.json PROBE.json shows what CMD cost, function by function (BOOT-PROFILE.md finding 9).
 #
 # Plain TCG, not -icount: under -icount the local APIC timer calibration spins for hundreds of
 # millions of instructions. So code that waits on time (calibration, polling, the timer tick)
@@ -21,7 +27,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 . "$ROOT/scripts/lib/common.sh"
 . "$ROOT/scripts/lib/tcg-plugin.sh"
 
-ARCH=x86_64 TREE='' RUNS=1 EXECS=20 OUT=$ROOT/target/tcg-profile
+ARCH=x86_64 TREE='' RUNS=1 EXECS=20 OUT=$ROOT/target/tcg-profile PROBE=''
 while [ $# -gt 0 ]; do
     case $1 in
         --tree) TREE=$(cd "$2" && pwd); shift 2 ;;
@@ -29,6 +35,7 @@ while [ $# -gt 0 ]; do
         --runs) RUNS=$2; shift 2 ;;
         --execs) EXECS=$2; shift 2 ;;
         --out) OUT=$2; shift 2 ;;
+        --probe-step) PROBE=$2; shift 2 ;;
         *) die "unknown argument $1 (see the header of $0)" ;;
     esac
 done
@@ -66,10 +73,18 @@ mkdir -p "$PAY"
 for p in busybox supermachine-agent; do
     xz -dc "$ROOT/crates/$CRATE/payload/$p.xz" >"$PAY/$p"; chmod +x "$PAY/$p"
 done
-(cd "$ROOT" && cargo build --quiet --release -p supermachine-guest-harness --bin bench-guest)
-echo "==> $RUNS boot(s) of $IMAGE under the profiler ($EXECS execs each)"
-PATH=$WRAP:$PATH "$ROOT/target/release/bench-guest" --arch "$ARCH" --busybox "$PAY/busybox" \
-    --runs "$RUNS" --execs "$EXECS" --guest "profiled=$IMAGE,$PAY/supermachine-agent" >/dev/null
+if [ -n "$PROBE" ]; then
+    (cd "$ROOT" && cargo build --quiet --release -p supermachine-guest-harness --bin boot-profile)
+    echo "==> $RUNS boot(s) of $IMAGE under the profiler, probe step: $PROBE"
+    PATH=$WRAP:$PATH "$ROOT/target/release/boot-profile" --arch "$ARCH" --image-busybox "$PAY/busybox" \
+        --runs "$RUNS" --probe-step "$PROBE" \
+        --config "profiled=$IMAGE,$PAY/supermachine-agent,$PAY/busybox" >/dev/null
+else
+    (cd "$ROOT" && cargo build --quiet --release -p supermachine-guest-harness --bin bench-guest)
+    echo "==> $RUNS boot(s) of $IMAGE under the profiler ($EXECS execs each)"
+    PATH=$WRAP:$PATH "$ROOT/target/release/bench-guest" --arch "$ARCH" --busybox "$PAY/busybox" \
+        --runs "$RUNS" --execs "$EXECS" --guest "profiled=$IMAGE,$PAY/supermachine-agent" >/dev/null
+fi
 cat "$OUT"/tbprof.* | awk '{n[$1] += $2} END {for (a in n) print a, n[a]}' >"$OUT/tbprof.all"
 python3 "$ROOT/scripts/tcg-profile/attribute.py" --tree "$TREE" --profile "$OUT/tbprof.all" \
     --json "$OUT/profile.json" | tee "$OUT/profile.txt"

@@ -9,12 +9,15 @@
 #
 # The kernel is built once from /usr/src/linux-source-6.12.tar.xz (the pinned source the real
 # kernels use, without our patches) into OUTDIR and reused; `make -j$(nproc)`, a few minutes.
+# Built with the payload recipes' KBUILD_* identity (scripts/lib/pins.sh), so a rebuild gives the
+# same bzImage and the sha256 in the docs' floor line means one kernel.
 # Called by scripts/boot-profile.sh --floor. FLOOR_BUILD_ONLY=1: build the kernel, boot nothing.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 OUT=$1 CLK=$2 RUNS=$3 WALL_RUNS=$4
 TARBALL=${LINUX_TARBALL:-/usr/src/linux-source-6.12.tar.xz}
 BIN=$ROOT/target/release/boot-profile
+. "$ROOT/scripts/lib/pins.sh"
 mkdir -p "$OUT"
 if [ ! -f "$OUT/bzImage" ]; then
     echo "== floor: building a tinyconfig x86_64 kernel in $OUT/src" >&2
