@@ -7,9 +7,11 @@
 # Sections (each skippable): size (.crate and payload bytes), agent (binary size, stdio-mode exec
 # round trip and idle RSS on the host), binsize (consumer release binary using KERNEL_BYTES from
 # two crates), build (scripts/bench-build.sh: consumer cold build and build-script time), boot
-# (boot-bench: TCG boot to /init), guest (bench-guest: supermachine-style guest, boot to /init and
-# to agent ready, agent RSS as PID 1, exec round trip over vsock), minmem (bench-guest --min-mem:
-# lowest RAM that boots and answers an exec).
+# (boot-bench: TCG boot to /init), floor (scripts/boot-profile/floor.sh: the same x86_64 launch to a
+# minimal /init with a `make tinyconfig` kernel, against ours and upstream; builds that kernel once
+# into target/boot-profile/floor, a few minutes), guest (bench-guest: supermachine-style guest, boot
+# to /init and to agent ready, agent RSS as PID 1, exec round trip over vsock), minmem (bench-guest
+# --min-mem: lowest RAM that boots and answers an exec).
 #
 # The upstream crates are fetched by cargo into a separate, non-member workspace
 # (target/bench-upstream, its own [workspace]), so normal builds never download them; their
@@ -22,7 +24,7 @@
 # docs/bench-boot.svg (--docs / --no-docs override). Never part of `cargo test`.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-ALL="size agent binsize build boot guest minmem"
+ALL="size agent binsize build boot floor guest minmem"
 QUICK=0 SKIP="" ONLY="" DOCS="" BOOT_RUNS_ARG=""
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -62,6 +64,7 @@ if [ -n "$BOOT_RUNS_ARG" ]; then
     BOOT_RUNS=$BOOT_RUNS_ARG
 fi
 . "$ROOT/scripts/lib/upstream.sh"
+. "$ROOT/scripts/lib/clk.sh"
 ARCHES="x86_64 aarch64"
 OUT=$ROOT/target/bench
 PARTS=$OUT/parts
@@ -223,6 +226,14 @@ if want boot; then
         "$ROOT/target/release/boot-bench" --machine "$(machine "$arch")" --runs "$BOOT_RUNS" --busybox "$(bb "$arch")" \
             --kernel "$PAY/ours/$arch/kernel" --kernel "$PAY/upstream/$arch/kernel" >"$PARTS/boot-$arch.jsonl"
     done
+fi
+if want floor; then
+    log "floor: x86_64 microvm, launch → a minimal /init with a make tinyconfig kernel, ours and upstream; $BOOT_RUNS interleaved runs + 1 icount run each"
+    build_clk_helper x86_64 "$OUT/clk-x86_64" || exit 2
+    (cd "$ROOT" && "$CARGO" build --quiet --release -p supermachine-guest-harness --bin boot-profile)
+    FLOOR_IMAGE_BUSYBOX=$(bb x86_64) "$ROOT/scripts/boot-profile/floor.sh" "$ROOT/target/boot-profile/floor" \
+        "$OUT/clk-x86_64" 1 "$BOOT_RUNS" "ours=$PAY/ours/x86_64/kernel" "upstream=$PAY/upstream/x86_64/kernel" \
+        >"$PARTS/floor.json" 2>"$OUT/floor.log" || { tail -30 "$OUT/floor.log" >&2; exit 1; }
 fi
 guests() { # arch -> --guest args
     for side in ours upstream; do

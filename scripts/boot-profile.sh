@@ -67,6 +67,7 @@ for c in ${CONFIGS//,/ }; do
     case $c in ours|published|mix-kernel|mix-userland) ;; *) echo "unknown configuration $c" >&2; exit 2 ;; esac
 done
 . "$ROOT/scripts/lib/upstream.sh"
+. "$ROOT/scripts/lib/clk.sh"
 OUT=$ROOT/target/boot-profile
 PAY=$OUT/payloads
 CARGO=${CARGO:-cargo}
@@ -77,7 +78,6 @@ for t in xz python3 "$CARGO" mksquashfs vhost-device-vsock; do
 done
 mkdir -p "$OUT"
 log() { echo "== $*" >&2; }
-cc_for() { if [ "$1" = x86_64 ]; then echo "${CC_X86_64:-gcc}"; else echo "${CC_AARCH64:-aarch64-linux-gnu-gcc}"; fi; }
 
 log "fetching the published supermachine-kernel $UPV crates (cargo, cached) into target/bench-upstream"
 upstream_fetch "$ROOT/target/bench-upstream" "$OUT/upstream-metadata.json"
@@ -94,10 +94,7 @@ for arch in $ARCHES; do
     decode_payloads "$(ours_payload_dir "$arch")" "$PAY/ours/$arch"
     log "$arch: our payloads from $([ "$WORKTREE" = 1 ] && echo "the working tree" || echo "HEAD ($(git -C "$ROOT" rev-parse --short HEAD))"), kernel sha256 $(sha256sum <"$PAY/ours/$arch/kernel" | cut -c1-16)…"
     decode_payloads "$(upstream_src "$OUT/upstream-metadata.json" "supermachine-kernel-${arch//_/-}")" "$PAY/published/$arch"
-    cc=$(cc_for "$arch")
-    command -v "$cc" >/dev/null || { echo "boot-profile.sh: $cc is needed to build the counter helper" >&2; exit 2; }
-    "$cc" -static -nostdlib -ffreestanding -fno-stack-protector -fno-pie -no-pie -Os -s \
-        -o "$OUT/clk-$arch" "$ROOT/scripts/boot-profile/clk.c"
+    build_clk_helper "$arch" "$OUT/clk-$arch" || exit 2
 done
 log "building boot-profile (release)"
 (cd "$ROOT" && "$CARGO" build --quiet --release -p supermachine-guest-harness --bin boot-profile)

@@ -3,18 +3,23 @@
 # the smallest x86_64 kernel that reaches /init and prints from it: `make tinyconfig` plus 64BIT,
 # BLK_DEV_INITRD, PRINTK, TTY + SERIAL_8250(_CONSOLE), BINFMT_ELF, zstd compression (like ours),
 # and an initramfs whose /init is the counter helper (scripts/boot-profile/clk.c); the same launch
-# with our and the published kernel (same minimal /init) is measured alongside, interleaved.
+# with other kernels (same minimal /init) is measured alongside, interleaved.
 #
-#   scripts/boot-profile/floor.sh OUTDIR CLK_HELPER ICOUNT_RUNS WALL_RUNS > floor.json
+#   scripts/boot-profile/floor.sh OUTDIR CLK_HELPER ICOUNT_RUNS WALL_RUNS [NAME=BZIMAGE ...] > floor.json
 #
+# NAME=BZIMAGE: the kernels to compare with the floor; by default ours=… and published=… from
+# scripts/boot-profile.sh's decoded payloads (target/boot-profile/payloads). FLOOR_IMAGE_BUSYBOX:
+# the static busybox the harness needs for its (unused here) image, by default ours from there.
 # The kernel is built once from /usr/src/linux-source-6.12.tar.xz (the pinned source the real
 # kernels use, without our patches) into OUTDIR and reused; `make -j$(nproc)`, a few minutes.
 # Built with the payload recipes' KBUILD_* identity (scripts/lib/pins.sh), so a rebuild gives the
 # same bzImage and the sha256 in the docs' floor line means one kernel.
-# Called by scripts/boot-profile.sh --floor. FLOOR_BUILD_ONLY=1: build the kernel, boot nothing.
+# Called by scripts/boot-profile.sh --floor and scripts/bench.sh (section floor). FLOOR_BUILD_ONLY=1:
+# build the kernel, boot nothing.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 OUT=$1 CLK=$2 RUNS=$3 WALL_RUNS=$4
+shift 4
 TARBALL=${LINUX_TARBALL:-/usr/src/linux-source-6.12.tar.xz}
 BIN=$ROOT/target/release/boot-profile
 . "$ROOT/scripts/lib/pins.sh"
@@ -37,21 +42,30 @@ if [ ! -f "$OUT/bzImage" ]; then
     rm -rf "$OUT/src"
 fi
 if [ "${FLOOR_BUILD_ONLY:-0}" = 1 ]; then exit 0; fi
-img=$ROOT/target/boot-profile/payloads/ours/x86_64/busybox
-# The same minimal /init with our and the published kernel, for comparison (interleaved).
 PAYK=$ROOT/target/boot-profile/payloads
-kern() { case $1 in floor) echo "$OUT/bzImage" ;; *) echo "$PAYK/$1/x86_64/kernel" ;; esac; }
+img=${FLOOR_IMAGE_BUSYBOX:-$PAYK/ours/x86_64/busybox}
+[ -f "$img" ] || { echo "floor: no busybox at $img (set FLOOR_IMAGE_BUSYBOX)" >&2; exit 2; }
+# The kernels: the floor first, then each NAME=BZIMAGE. A default one that boot-profile.sh has not
+# decoded is left out; a named one that is missing is an error.
+names=(floor) kernels=("$OUT/bzImage") defaults=0
+[ $# -gt 0 ] || { defaults=1; set -- "ours=$PAYK/ours/x86_64/kernel" "published=$PAYK/published/x86_64/kernel"; }
+for nk in "$@"; do
+    case $nk in *=?*) ;; *) echo "floor: '$nk' is not NAME=BZIMAGE" >&2; exit 2 ;; esac
+    if [ ! -f "${nk#*=}" ]; then
+        [ "$defaults" = 1 ] && continue
+        echo "floor: ${nk%%=*}: no kernel at ${nk#*=}" >&2; exit 2
+    fi
+    names+=("${nk%%=*}"); kernels+=("${nk#*=}")
+done
 : >"$OUT/icount.jsonl"; : >"$OUT/wall.jsonl"
-for k in floor ours published; do
-    [ -f "$(kern $k)" ] || continue
-    "$BIN" --arch x86_64 --image-busybox "$img" --clk "$CLK" --floor-kernel "$(kern $k)" --runs "$RUNS" \
-        --icount "${ICOUNT_OPTS:-shift=0}" | sed "s/\"config\":\"floor\"/\"config\":\"$k\"/" >>"$OUT/icount.jsonl"
+for i in "${!names[@]}"; do
+    "$BIN" --arch x86_64 --image-busybox "$img" --clk "$CLK" --floor-kernel "${kernels[$i]}" --runs "$RUNS" \
+        --icount "${ICOUNT_OPTS:-shift=0}" | sed "s/\"config\":\"floor\"/\"config\":\"${names[$i]}\"/" >>"$OUT/icount.jsonl"
 done
 for _ in $(seq "$WALL_RUNS"); do
-    for k in floor ours published; do
-        [ -f "$(kern $k)" ] || continue
-        "$BIN" --arch x86_64 --image-busybox "$img" --clk "$CLK" --floor-kernel "$(kern $k)" --runs 1 \
-            | sed "s/\"config\":\"floor\"/\"config\":\"$k\"/" >>"$OUT/wall.jsonl"
+    for i in "${!names[@]}"; do
+        "$BIN" --arch x86_64 --image-busybox "$img" --clk "$CLK" --floor-kernel "${kernels[$i]}" --runs 1 \
+            | sed "s/\"config\":\"floor\"/\"config\":\"${names[$i]}\"/" >>"$OUT/wall.jsonl"
     done
 done
 python3 - "$OUT" <<'PY'
@@ -61,7 +75,7 @@ rows = lambda f: [json.loads(l) for l in open(os.path.join(out, f))]
 ic, wa = rows("icount.jsonl"), rows("wall.jsonl")
 k = open(os.path.join(out, "bzImage"), "rb").read()
 res = {"kernel_bytes": len(k), "kernel_sha256": hashlib.sha256(k).hexdigest(), "kernels": {}}
-for name in ("floor", "ours", "published"):
+for name in dict.fromkeys(r["config"] for r in ic + wa):
     i = [r["init_virtual_ms"] for r in ic if r["config"] == name]
     w = [r["init_host_ms"] for r in wa if r["config"] == name]
     res["kernels"][name] = {"icount_ms": min(i) if i else None, "icount_runs": len(i),
