@@ -9,7 +9,7 @@
 # two crates), build (scripts/bench-build.sh: consumer cold build and build-script time), boot
 # (boot-bench: TCG boot to /init), floor (scripts/boot-profile/floor.sh: the same x86_64 launch to a
 # minimal /init with a `make tinyconfig` kernel, against ours and upstream; builds that kernel once
-# into target/boot-profile/floor, a few minutes), guest (bench-guest: supermachine-style guest, boot
+# into target/boot-profile/floor, a few minutes, which --quick skips), guest (bench-guest: supermachine-style guest, boot
 # to /init and to agent ready, agent RSS as PID 1, exec round trip over vsock), minmem (bench-guest
 # --min-mem: lowest RAM that boots and answers an exec).
 #
@@ -227,11 +227,14 @@ if want boot; then
             --kernel "$PAY/ours/$arch/kernel" --kernel "$PAY/upstream/$arch/kernel" >"$PARTS/boot-$arch.jsonl"
     done
 fi
-if want floor; then
+FLOOR_DIR=$ROOT/target/boot-profile/floor
+if want floor && [ "$QUICK" = 1 ] && [ ! -f "$FLOOR_DIR/bzImage" ]; then
+    log "floor: skipped in --quick: its tinyconfig kernel is not built yet (a full run or scripts/boot-profile.sh --floor builds it once)"
+elif want floor; then
     log "floor: x86_64 microvm, launch → a minimal /init with a make tinyconfig kernel, ours and upstream; $BOOT_RUNS interleaved runs + 1 icount run each"
     build_clk_helper x86_64 "$OUT/clk-x86_64" || exit 2
     (cd "$ROOT" && "$CARGO" build --quiet --release -p supermachine-guest-harness --bin boot-profile)
-    FLOOR_IMAGE_BUSYBOX=$(bb x86_64) "$ROOT/scripts/boot-profile/floor.sh" "$ROOT/target/boot-profile/floor" \
+    FLOOR_IMAGE_BUSYBOX=$(bb x86_64) "$ROOT/scripts/boot-profile/floor.sh" "$FLOOR_DIR" \
         "$OUT/clk-x86_64" 1 "$BOOT_RUNS" "ours=$PAY/ours/x86_64/kernel" "upstream=$PAY/upstream/x86_64/kernel" \
         >"$PARTS/floor.json" 2>"$OUT/floor.log" || { tail -30 "$OUT/floor.log" >&2; exit 1; }
 fi
