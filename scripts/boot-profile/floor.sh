@@ -58,15 +58,18 @@ for nk in "$@"; do
     names+=("${nk%%=*}"); kernels+=("${nk#*=}")
 done
 : >"$OUT/icount.jsonl"; : >"$OUT/wall.jsonl"
+# boot I RUNS [ARGS...]: RUNS boots of kernel I to the minimal /init, its JSON lines named names[I].
+boot() {
+    local i=$1 runs=$2
+    shift 2
+    "$BIN" --arch x86_64 --image-busybox "$img" --clk "$CLK" --floor-kernel "${kernels[$i]}" --runs "$runs" "$@" \
+        | sed "s/\"config\":\"floor\"/\"config\":\"${names[$i]}\"/"
+}
 for i in "${!names[@]}"; do
-    "$BIN" --arch x86_64 --image-busybox "$img" --clk "$CLK" --floor-kernel "${kernels[$i]}" --runs "$RUNS" \
-        --icount "${ICOUNT_OPTS:-shift=0}" | sed "s/\"config\":\"floor\"/\"config\":\"${names[$i]}\"/" >>"$OUT/icount.jsonl"
+    boot "$i" "$RUNS" --icount "${ICOUNT_OPTS:-shift=0}" >>"$OUT/icount.jsonl"
 done
 for _ in $(seq "$WALL_RUNS"); do
-    for i in "${!names[@]}"; do
-        "$BIN" --arch x86_64 --image-busybox "$img" --clk "$CLK" --floor-kernel "${kernels[$i]}" --runs 1 \
-            | sed "s/\"config\":\"floor\"/\"config\":\"${names[$i]}\"/" >>"$OUT/wall.jsonl"
-    done
+    for i in "${!names[@]}"; do boot "$i" 1 >>"$OUT/wall.jsonl"; done
 done
 python3 - "$OUT" <<'PY'
 import hashlib, json, os, statistics, sys
