@@ -3,7 +3,10 @@
 # (including the QEMU boots, which plain `cargo test` lists as ignored; with CI=true a missing
 # tool fails instead of skipping), then the
 # quick tier of the workload conformance suite on our x86_64 kernel (a real Debian root;
-# the full suite against the published kernel is `scripts/workload-test.sh --tier full`).
+# the full suite against the published kernel is `scripts/workload-test.sh --tier full`) and
+# the quick tier of the image conformance test (images the supermachine runtime's own code
+# bakes, our kernel and the published one; both arches and the full trees:
+# `scripts/image-test.sh --arch all --tier full`).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -36,3 +39,12 @@ echo "==> agent session fuzzer, short run (scripts/agent-fuzz.sh)"
 scripts/agent-fuzz.sh --sessions 2000 --seconds 45 --batch 500 --seed 1
 echo "==> workload conformance, quick tier (scripts/workload-test.sh)"
 scripts/workload-test.sh --tier quick --kernel ours
+echo "==> image conformance, quick tier (scripts/image-test.sh)"
+if [ "$(id -u)" = 0 ]; then
+    scripts/image-test.sh --arch x86_64 --tier quick
+elif [ "${CI:-}" = true ]; then
+    echo "CI=true: scripts/image-test.sh needs root (device nodes and owners in its test trees)" >&2
+    exit 1
+else
+    echo "NOTE: not root: scripts/image-test.sh skipped (it makes device nodes and owned files)"
+fi

@@ -4,10 +4,11 @@
 //! ```text
 //! workload --arch x86_64|aarch64 --kernel FILE --image SQUASHFS --script CHECKS_SH
 //!          --checks NAME[,NAME…] [--label NAME] [--mem MIB] [--cpus N] [--check-timeout S]
-//!          [--cmdline TOKENS] [--json OUT]
+//!          [--cmdline TOKENS] [--stage HOST_FILE=GUEST_PATH]... [--json OUT]
 //! ```
 //! After each boot the check script is written to `/opt/sm-workload/checks.sh` in the guest
-//! (so the cached image does not depend on it); each check is
+//! (so the cached image does not depend on it), and so is each `--stage` file (e.g. a test
+//! program and its expected output, scripts/image-test.sh); each check is
 //! `sh /opt/sm-workload/checks.sh run NAME`, run through the agent (ours, from the crate of
 //! `--arch`, so only the kernel differs between runs). A check passes when it exits 0. A check
 //! whose exec fails (the guest stopped answering) is a failure, and the guest is rebooted for
@@ -36,6 +37,8 @@ struct Args {
     cmdline: String,
     check_timeout: Duration,
     json: Option<PathBuf>,
+    /// Files written into the guest after each boot: (guest path, content).
+    stage: Vec<(String, Vec<u8>)>,
 }
 
 fn die(msg: &str) -> ! {
@@ -49,6 +52,7 @@ fn parse_args() -> Args {
     let mut script = None::<PathBuf>;
     let (mut checks, mut label, mut cmdline) = (Vec::new(), String::from("guest"), String::new());
     let (mut mem_mib, mut cpus, mut check_timeout) = (1024u32, 2u32, 600u64);
+    let mut stage = Vec::new();
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         let mut val = || it.next().unwrap_or_else(|| die(&format!("{a} needs a value")));
@@ -64,6 +68,7 @@ fn parse_args() -> Args {
             "--check-timeout" => check_timeout = val().parse().unwrap_or_else(|_| die("--check-timeout takes seconds")),
             "--cmdline" => cmdline = val(),
             "--json" => json = Some(val().into()),
+            "--stage" => stage.push(parse_stage(&val())),
             _ => die(&format!("unknown argument {a} (see the header of src/bin/workload.rs)")),
         }
     }
@@ -81,7 +86,29 @@ fn parse_args() -> Args {
     if checks.is_empty() {
         die("--checks NAME[,NAME…] is required");
     }
-    Args { payloads, image, script, checks, label, mem_mib, cpus, cmdline, check_timeout: Duration::from_secs(check_timeout), json }
+    Args { payloads, image, script, checks, label, mem_mib, cpus, cmdline, check_timeout: Duration::from_secs(check_timeout), json,
+           stage }
+}
+
+/// `HOST_FILE=GUEST_PATH`: the host file is read now, so a missing one is an error before boot.
+fn parse_stage(spec: &str) -> (String, Vec<u8>) {
+    let (host, guest) = spec.split_once('=')
+        .unwrap_or_else(|| die(&format!("--stage {spec}: expected HOST_FILE=GUEST_PATH")));
+    if !guest.starts_with('/') {
+        die(&format!("--stage {spec}: the guest path must be absolute"));
+    }
+    let bytes = std::fs::read(host).unwrap_or_else(|e| die(&format!("--stage {host}: {e}")));
+    (guest.to_string(), bytes)
+}
+
+/// Writes `bytes` to `path` in the guest (parent folders made, mode 0755: scripts and programs).
+fn install(guest: &Guest, path: &str, bytes: &[u8]) -> Result<(), String> {
+    let req = ExecRequest::new(["/bin/sh", "-c", "mkdir -p \"${1%/*}\" && cat > \"$1\" && chmod 0755 \"$1\"", "install", path]);
+    match guest.client.exec(&req, Some(bytes)) {
+        Ok(out) if out.status.success() => Ok(()),
+        Ok(out) => Err(format!("installing {path} failed: {}", String::from_utf8_lossy(&out.stderr))),
+        Err(e) => Err(format!("installing {path} failed: {e}")),
+    }
 }
 
 fn boot(args: &Args) -> Result<Guest, String> {
@@ -94,12 +121,11 @@ fn boot(args: &Args) -> Result<Guest, String> {
         ..GuestOptions::for_payloads(args.payloads)
     };
     let guest = Guest::boot(&opts).map_err(|e| format!("boot failed: {e}"))?;
-    let install = ExecRequest::new(["/bin/sh", "-c", "mkdir -p /opt/sm-workload && cat > /opt/sm-workload/checks.sh"]);
-    match guest.client.exec(&install, Some(&args.script)) {
-        Ok(out) if out.status.success() => Ok(guest),
-        Ok(out) => Err(format!("installing the check script failed: {}", String::from_utf8_lossy(&out.stderr))),
-        Err(e) => Err(format!("installing the check script failed: {e}")),
+    install(&guest, CHECKS_SH, &args.script)?;
+    for (path, bytes) in &args.stage {
+        install(&guest, path, bytes)?;
     }
+    Ok(guest)
 }
 
 struct CheckResult {
