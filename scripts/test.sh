@@ -6,7 +6,8 @@
 # the full suite against the published kernel is `scripts/workload-test.sh --tier full`) and
 # the quick tier of the image conformance test (images the supermachine runtime's own code
 # bakes, our kernel and the published one; both arches and the full trees:
-# `scripts/image-test.sh --arch all --tier full`).
+# `scripts/image-test.sh --arch all --tier full`), and guest networking (TSI) through the
+# runtime's own host muxer (`scripts/tsi-test.sh`; both arches: `--arch all`).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -39,6 +40,8 @@ echo "==> agent session fuzzer, short run (scripts/agent-fuzz.sh)"
 scripts/agent-fuzz.sh --sessions 2000 --seconds 45 --batch 500 --seed 1
 echo "==> workload conformance, quick tier (scripts/workload-test.sh)"
 scripts/workload-test.sh --tier quick --kernel ours
+echo "==> unit tests of the test-only tools that link the runtime (tools/: runtime-bake, tsi-backend)"
+cargo test --locked --manifest-path tools/Cargo.toml
 echo "==> image conformance, quick tier (scripts/image-test.sh)"
 if [ "$(id -u)" = 0 ]; then
     scripts/image-test.sh --arch x86_64 --tier quick
@@ -47,4 +50,13 @@ elif [ "${CI:-}" = true ]; then
     exit 1
 else
     echo "NOTE: not root: scripts/image-test.sh skipped (it makes device nodes and owned files)"
+fi
+echo "==> guest networking (TSI) through the runtime's own muxer (scripts/tsi-test.sh)"
+if [ "$(id -u)" = 0 ]; then
+    scripts/tsi-test.sh --arch x86_64
+elif [ "${CI:-}" = true ]; then
+    echo "CI=true: scripts/tsi-test.sh needs root (a network namespace for its host servers)" >&2
+    exit 1
+else
+    echo "NOTE: not root: scripts/tsi-test.sh skipped (it makes a network namespace)"
 fi

@@ -4,12 +4,15 @@
 #
 #   scripts/workload-test.sh [--arch x86_64|aarch64] [--kernel published|ours|both]
 #                            [--tier quick|full] [--checks NAME,…] [--docs] [--out DIR]
+#                            [--image-source mksquashfs|runtime] [--image-only]
 #
 # 1. Builds a Debian bookworm root with mmdebstrap from the Debian package registry (cached in
 #    $SM_WORKLOAD_CACHE, default target/workload/cache; the installed package set is recorded
 #    in the output as packages-<arch>-<tier>.txt), adds a static busybox of the other
 #    architecture (from our other arch crate) and a tiny container image tree under
-#    /opt/sm-workload, and packs it as a zstd squashfs image, as the runtime packs image layers.
+#    /opt/sm-workload, and packs it as a zstd squashfs image: with mksquashfs (default), or with
+#    --image-source runtime by the supermachine runtime's own bake (Image::bake_kvm through
+#    tools/runtime-bake, the root as one OCI layer), the writer users' images come from.
 #    scripts/workload/checks.sh is copied into each booted guest, not into the image.
 # 2. Boots that image with each kernel (`workload` harness binary: our initramfs flow, our
 #    agent and busybox, only the kernel differs) and runs every check of the tier through the
@@ -17,6 +20,7 @@
 # 3. Prints the table (check × published × ours), writes results.json and table.md to the
 #    output folder (default target/workload/<arch>-<tier>), and with --docs docs/WORKLOADS.md.
 #
+# --image-only builds (or finds in the cache) the image, prints its path and stops.
 # Exit status 1 when a check fails on ours and passes on published (--kernel both), or fails on
 # ours at all (--kernel ours). The quick tier runs in scripts/test.sh; the full tier (CPython's
 # regression tests, dockerd, ...) takes about an hour per kernel under TCG.
@@ -25,7 +29,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 . "$ROOT/scripts/lib/common.sh"
 . "$ROOT/scripts/lib/upstream.sh"
 
-ARCH=x86_64 KERNELS=both TIER=quick CHECKS= DOCS=0 OUT=
+ARCH=x86_64 KERNELS=both TIER=quick CHECKS= DOCS=0 OUT= SOURCE=mksquashfs IMAGE_ONLY=0
 while [ $# -gt 0 ]; do
     case $1 in
         --arch) ARCH=$2; shift 2 ;;
@@ -36,6 +40,8 @@ while [ $# -gt 0 ]; do
         --checks) CHECKS=$2; shift 2 ;;
         --docs) DOCS=1; shift ;;
         --out) OUT=$2; shift 2 ;;
+        --image-source) SOURCE=$2; shift 2 ;;
+        --image-only) IMAGE_ONLY=1; shift ;;
         -h|--help) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown argument $1 (see --help)" ;;
     esac
@@ -47,9 +53,11 @@ case $ARCH in
 esac
 case $KERNELS in both) KERNELS="published ours" ;; published|ours) ;; *) die "--kernel published|ours|both" ;; esac
 case $TIER in quick|full) ;; *) die "--tier quick|full" ;; esac
+case $SOURCE in mksquashfs|runtime) ;; *) die "--image-source mksquashfs|runtime" ;; esac
 [ -n "$CHECKS" ] || CHECKS=$(sh "$ROOT/scripts/workload/checks.sh" list "$TIER" | tr ' ' ',')
 CACHE=${SM_WORKLOAD_CACHE:-$ROOT/target/workload/cache}
-OUT=${OUT:-$ROOT/target/workload/$ARCH-$TIER}
+SUFFIX=; [ "$SOURCE" = mksquashfs ] || SUFFIX=-runtime-bake
+OUT=${OUT:-$ROOT/target/workload/$ARCH-$TIER$SUFFIX}
 mkdir -p "$CACHE" "$OUT"
 log() { echo "==> $*" >&2; }
 
@@ -87,7 +95,7 @@ if [ ! -s "$tarball" ]; then
 fi
 # Bump PACK when what goes into the image (below) changes: cached images are keyed by it.
 PACK=2
-image=$CACHE/image-$DEB_ARCH-$TIER-$key-p$PACK-$(cat "$ROOT"/crates/supermachine-kernel-{x86-64,aarch64}/payload/busybox.xz | sha256sum | cut -c1-12).squashfs
+image=$CACHE/image-$DEB_ARCH-$TIER-$key-p$PACK-$(cat "$ROOT"/crates/supermachine-kernel-{x86-64,aarch64}/payload/busybox.xz | sha256sum | cut -c1-12)$SUFFIX.squashfs
 if [ ! -s "$image" ]; then
     log "packing $image"
     tree=$(mktemp -d "$CACHE/tree.XXXXXX")
@@ -118,13 +126,27 @@ if [ ! -s "$image" ]; then
             echo "warning: could not download busybox-static:i386; the ia32 check will fail" >&2
         fi
     fi
-    mksquashfs "$tree" "$image.tmp" -comp zstd -noappend -quiet -no-progress >/dev/null
-    mv "$image.tmp" "$image"
+    if [ "$SOURCE" = runtime ]; then
+        log "baking the image with the runtime's Image::bake_kvm (tools/runtime-bake)"
+        cargo build --quiet --release --locked --manifest-path "$ROOT/tools/Cargo.toml" -p runtime-bake
+        tar -C "$tree" --numeric-owner --xattrs --xattrs-include='*' -cf "$tree.layer.tar" .
+        rm -rf "$image.bake"
+        # --kernel/--initrd are only recorded in the bake's metadata.json (which is discarded);
+        # the runtime insists they name files.
+        "$ROOT/tools/target/release/runtime-bake" kvm --out "$image.bake" --kernel "$tree.layer.tar" \
+            --initrd "$tree.layer.tar" "$tree.layer.tar" >/dev/null
+        mv "$image.bake/rootfs.squashfs" "$image"
+        rm -rf "$image.bake" "$tree.layer.tar"
+    else
+        mksquashfs "$tree" "$image.tmp" -comp zstd -noappend -quiet -no-progress >/dev/null
+        mv "$image.tmp" "$image"
+    fi
     rm -rf "$tree"; trap - EXIT
 fi
 tar -xOf "$tarball" ./var/lib/dpkg/status | awk '/^Package:/ {p=$2} /^Version:/ {print p, $2}' | sort \
     >"$OUT/packages-$ARCH-$TIER.txt"
 log "root: $(wc -l <"$OUT/packages-$ARCH-$TIER.txt") Debian packages, image $(du -m "$image" | cut -f1) MiB"
+if [ "$IMAGE_ONLY" = 1 ]; then echo "$image"; exit 0; fi
 
 # --- kernels ----------------------------------------------------------------------------------------
 KDIR=$OUT/kernels
@@ -153,5 +175,6 @@ for k in $KERNELS; do
 done
 docs=()
 [ "$DOCS" = 1 ] && docs=(--docs "$ROOT/docs/WORKLOADS.md")
-python3 "$ROOT/scripts/workload/report.py" --arch "$ARCH" --tier "$TIER" --packages "$OUT/packages-$ARCH-$TIER.txt" \
+# The image source is part of the tier's name, so --docs keeps the two tables apart.
+python3 "$ROOT/scripts/workload/report.py" --arch "$ARCH" --tier "$TIER$SUFFIX" --packages "$OUT/packages-$ARCH-$TIER.txt" \
     --out "$OUT" "${docs[@]}" "${results[@]}"

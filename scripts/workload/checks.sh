@@ -20,7 +20,8 @@ test_mmap test_fcntl test_pty test_ioctl test_resource test_time test_threading 
 test_tempfile test_shutil test_fileio test_file test_epoll test_poll test_socketserver test_pwd \
 test_grp test_unicode_file_functions test_fork1 test_wait3 test_wait4 test_threadsignals test_thread test_sched \
 test_stat test_pathlib test_glob test_genericpath test_posixpath test_largefile test_eintr \
-test_faulthandler test_concurrent_futures test_multiprocessing_fork test_asyncio"
+test_faulthandler test_concurrent_futures test_multiprocessing_fork test_asyncio \
+test_zipfile test_pkgutil"
 FULL="$QUICK vxlan wireguard policy_routing tc_clsact macvlan_dummy loop_vfat erofs iso9660 thp \
 coredump psi autofs io_uring ia32 docker $(for m in $CPYTHON; do printf 'cpython_%s ' "$m"; done)"
 

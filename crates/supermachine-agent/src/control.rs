@@ -135,17 +135,21 @@ fn now_ns() -> i64 {
     ts.tv_sec as i64 * 1_000_000_000 + ts.tv_nsec as i64
 }
 
-/// Takes the secondary CPUs offline (`online = false`) or back online through sysfs.
+/// Parks (`online = false`) or releases the secondary CPUs: through the kernel's smpark driver
+/// where it exists (the supermachine HVF VMM cannot bring a CPU taken offline back), else by
+/// taking them offline and online through sysfs (VMMs with working PSCI CPU_OFF/ON: QEMU, KVM).
+/// The ack lists the secondary CPUs (`cpus`) and, with the driver, `via`.
 fn smpark(online: bool) -> Result<Ack, String> {
-    let dir = crate::config().sys_root.join("sys/devices/system/cpu");
-    let entries = fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let mut cpus: Vec<u32> = entries
-        .filter_map(|e| e.ok())
-        .filter_map(|e| e.file_name().to_str()?.strip_prefix("cpu")?.parse().ok())
-        .filter(|n| *n >= 1)
-        .filter(|n| dir.join(format!("cpu{n}/online")).exists())
-        .collect();
-    cpus.sort_unstable();
+    let cpus = secondary_cpus()?;
+    let device = supermachine_guest_sys::cpu::SMPARK_DEVICE;
+    match supermachine_guest_sys::cpu::smpark(!online) {
+        Ok(()) => return Ok(with(with(ack(), "cpus", cpus), "via", device)),
+        Err(e) if e.kind() != io::ErrorKind::NotFound => {
+            return Err(format!("{}: {device}: {e}", if online { "smpark_unpark" } else { "smpark_park" }));
+        }
+        Err(_) => {}
+    }
+    let dir = cpu_dir();
     let mut errors = Vec::new();
     for n in &cpus {
         let p = dir.join(format!("cpu{n}/online"));
@@ -158,6 +162,24 @@ fn smpark(online: bool) -> Result<Ack, String> {
     } else {
         Err(format!("smpark: {}", errors.join("; ")))
     }
+}
+
+fn cpu_dir() -> std::path::PathBuf {
+    crate::config().sys_root.join("sys/devices/system/cpu")
+}
+
+/// The CPUs above 0 that can go offline (those with an `online` file), in order.
+fn secondary_cpus() -> Result<Vec<u32>, String> {
+    let dir = cpu_dir();
+    let entries = fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut cpus: Vec<u32> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str()?.strip_prefix("cpu")?.parse().ok())
+        .filter(|n| *n >= 1)
+        .filter(|n| dir.join(format!("cpu{n}/online")).exists())
+        .collect();
+    cpus.sort_unstable();
+    Ok(cpus)
 }
 
 const RNDADDENTROPY: libc::c_ulong = 0x4008_5203;

@@ -109,6 +109,14 @@ fn main() {
     }
     let _ = CONFIG.set(Config { run_dir, sys_root, pid1 });
 
+    // With smpark the host parks every CPU but 0 around a snapshot: the agent, and the threads
+    // it starts from here on, must stay on CPU 0 to keep answering (its children run anywhere).
+    if std::path::Path::new(supermachine_guest_sys::cpu::SMPARK_DEVICE).exists() {
+        if let Err(e) = supermachine_guest_sys::cpu::pin_to_cpu0() {
+            log(&format!("cannot pin to CPU 0 for smpark: {e}"));
+        }
+    }
+
     if pid1 {
         pid1::init();
     } else {

@@ -61,6 +61,8 @@ pub struct GuestOptions {
     /// A prebuilt root file system image (squashfs) to boot instead of the busybox tree
     /// built from the payloads (e.g. a Debian root from `scripts/workload-test.sh`).
     pub image: Option<PathBuf>,
+    /// The vsock backend (vhost-device-vsock unless a TSI test asks for the runtime's muxer).
+    pub backend: vsock::BackendKind,
 }
 
 impl Default for GuestOptions {
@@ -74,7 +76,7 @@ impl GuestOptions {
     pub fn for_payloads(payloads: GuestPayloads) -> Self {
         GuestOptions { payloads, machine: payloads.machine, mem_mib: 256, cpus: 1,
                        extra_cmdline: String::new(), workload: None, ready_timeout: Duration::from_secs(120),
-                       image: None }
+                       image: None, backend: vsock::BackendKind::default() }
     }
 }
 
@@ -137,7 +139,7 @@ impl Guest {
         t.rootfs = start.elapsed();
 
         let start = Instant::now();
-        let backend = vsock::Backend::start(dir.path())?;
+        let backend = vsock::Backend::start_kind(dir.path(), &opts.backend)?;
         let mut cfg = VmConfig::new(opts.machine, &kernel);
         cfg.initrd = Some(initrd);
         cfg.mem_mib = opts.mem_mib;

@@ -13,6 +13,7 @@ pub mod profile;
 pub mod oci;
 pub mod qemu;
 pub mod rootfs;
+pub mod tsi;
 pub mod vsock;
 
 use std::path::PathBuf;

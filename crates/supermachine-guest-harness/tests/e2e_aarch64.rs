@@ -29,14 +29,18 @@ fn aarch64_guest_reaches_the_agent_and_runs_commands() {
     assert!(dmesg.lines().count() > 50, "dmesg looks empty ({:?}): {dmesg} {}", out.status, String::from_utf8_lossy(&out.stderr));
     let bad = supermachine_guest_harness::suspicious_dmesg_lines(dmesg.lines());
     assert!(bad.is_empty(), "{} suspicious dmesg lines, first: {:?}", bad.len(), &bad[..bad.len().min(5)]);
-    // vCPU parking through CPU hotplug (no smpark.ko): cpu1 goes offline and comes back.
-    assert_eq!(c.smpark_park().unwrap(), vec![1]);
-    let online = |c: &supermachine_agent_client::Client<_>| {
-        String::from_utf8(c.exec(&ExecRequest::new(["cat", "/sys/devices/system/cpu/online"]), None).unwrap().stdout).unwrap()
+    // vCPU parking through the built-in smpark driver (kernel-patches/aarch64/0002): the
+    // secondaries stay online to the kernel, PARK is idempotent, and after UNPARK cpu1 runs work.
+    let sh = |c: &supermachine_agent_client::Client<_>, cmd: &str| {
+        let o = c.exec(&ExecRequest::new(["/bin/sh", "-c", cmd]), None).unwrap();
+        (o.status.success(), String::from_utf8_lossy(&o.stdout).trim().to_string())
     };
-    assert_eq!(online(c).trim(), "0");
+    assert_eq!(sh(c, "cat /sys/kernel/smpark/state_gpa; ls -l /dev/smpark | cut -c1-10").0, true);
+    assert_eq!(c.smpark_park().unwrap(), vec![1]);
+    assert_eq!(c.smpark_park().unwrap(), vec![1], "a second PARK while parked returns at once");
     assert_eq!(c.smpark_unpark().unwrap(), vec![1]);
-    assert_eq!(online(c).trim(), "0-1");
+    assert_eq!(sh(c, "cat /sys/devices/system/cpu/online; taskset -c 1 echo ran-on-cpu1"), (true, "0-1\nran-on-cpu1".to_string()));
+    assert_eq!(c.smpark_unpark().unwrap(), vec![1], "UNPARK when not parked is harmless");
     eprintln!("aarch64 boot timings: {:?}", g.timings);
     g.poweroff(Duration::from_secs(60)).unwrap();
 }

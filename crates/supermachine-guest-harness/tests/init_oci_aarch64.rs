@@ -37,6 +37,9 @@ fn aarch64_entrypoint_output_and_agent_exec() {
     g.vm.wait_for("@@ hello", BOOT).unwrap_or_else(|e| panic!("{e}"));
     let console = g.vm.console_text();
     assert!(console.contains("@@ hello arch=aarch64 uid=65534 pwd=/srv greeting=hi arm args=a b"), "{console}");
+    // The smpark announcement the runtime's serial scanner takes the state page's address from.
+    let gpa = console.lines().find_map(|l| l.split("[SUPERMACHINE-SMPARK] state_gpa=0x").nth(1));
+    assert!(gpa.is_some_and(|h| !h.trim().is_empty() && u64::from_str_radix(h.trim(), 16).is_ok()), "no smpark announcement: {console}");
     let c = g.wait_agent(BOOT).unwrap_or_else(|e| panic!("{e}"));
     let out = c.exec(&ExecRequest::new(["/bin/sh", "-c", "uname -m; cat /proc/1/comm; id -u"]), None).unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "aarch64\ninit\n0\n");

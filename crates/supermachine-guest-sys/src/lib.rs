@@ -1,11 +1,12 @@
 //! The PID-1 building blocks both guest programs need (the agent when it is PID 1, and
 //! init-oci): the early mount table, loopback bring-up, fork+exec with an errno pipe, execvp-style
-//! PATH lookup, and an orderly poweroff. Only `libc`; every `unsafe` block wraps one call and says
+//! PATH lookup, vCPU pinning and parking, and an orderly poweroff. Only `libc`; every `unsafe` block wraps one call and says
 //! why it is sound.
 
 #[cfg(not(target_os = "linux"))]
 compile_error!("supermachine-guest-sys is for Linux guests only");
 
+pub mod cpu;
 pub mod mounts;
 pub mod net;
 pub mod path;

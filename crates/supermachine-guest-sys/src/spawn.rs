@@ -125,6 +125,8 @@ fn in_child(cmd: &Command, argv: &[*const libc::c_char], envp: &[*const libc::c_
         unsafe { libc::_exit(127) }
     };
     reset_signals();
+    // A pinned agent's children run on every CPU (crate::cpu).
+    crate::cpu::allow_all_cpus();
     // SAFETY: setsid takes no arguments.
     if unsafe { libc::setsid() } < 0 {
         fail(SETSID);

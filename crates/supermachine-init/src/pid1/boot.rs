@@ -25,9 +25,8 @@ pub fn boot() -> Result<Supervisor, Fatal> {
     if let Some((s, ns)) = c.host_time {
         set_clock(s, ns);
     }
-    if Path::new("/supermachine-smpark.ko").exists() {
-        log!("ignoring /supermachine-smpark.ko (no modules; vCPU parking is the agent's CPU hotplug)");
-    }
+    // smpark is built into our kernel: a /supermachine-smpark.ko in the initramfs is ignored.
+    announce_smpark();
     if c.kcache {
         pause_point("KCACHE");
     }
@@ -136,4 +135,19 @@ pub fn boot() -> Result<Supervisor, Fatal> {
     log!("entrypoint started: pid {pid}, uid {} gid {}, cwd {}{}: {:?}", ids.uid, ids.gid, process.cwd,
                  if quiet { ", stdout/stderr /dev/null (SUPERMACHINE_GUEST_STDIO unset)" } else { "" }, process.args);
     Ok(sup)
+}
+
+/// Where the smpark driver publishes its state page (kernel-patches/aarch64/0002-smpark).
+const SMPARK_GPA_FILE: &str = "/sys/kernel/smpark/state_gpa";
+
+/// The line the runtime's serial scanner takes the state page's address from, for its direct
+/// unpark (`SMPARK_UNPARK_DIRECT`): printed as the published init-oci prints it, when the
+/// kernel has smpark.
+fn announce_smpark() {
+    if let Ok(gpa) = std::fs::read_to_string(SMPARK_GPA_FILE) {
+        let gpa = gpa.trim_end();
+        if gpa.starts_with("0x") {
+            eprintln!("[SUPERMACHINE-SMPARK] state_gpa={gpa}");
+        }
+    }
 }
