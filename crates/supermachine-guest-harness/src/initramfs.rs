@@ -83,8 +83,8 @@ mkdir -p /ov/upper /ov/work
 mount -t overlay overlay -o "lowerdir=$lower,upperdir=/ov/upper,workdir=/ov/work" /newroot || {
     echo "sm-init: overlay mount failed"; exec sh; }
 mkdir -p /newroot/etc
-echo "nameserver 198.18.0.2" > /newroot/etc/resolv.conf
-printf '127.0.0.1 localhost\n::1 localhost\n' > /newroot/etc/hosts
+printf 'nameserver 1.1.1.1\noptions timeout:2 attempts:2 no-aaaa single-request\n' > /newroot/etc/resolv.conf
+grep -q localhost /newroot/etc/hosts 2>/dev/null || printf '127.0.0.1\tlocalhost\n::1\tlocalhost\n' >> /newroot/etc/hosts
 for v in $volumes; do
     dev=${v%%:*}; dir=${v#*:}
     if [ -b "$dev" ]; then

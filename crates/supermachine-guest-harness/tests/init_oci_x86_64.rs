@@ -193,7 +193,8 @@ fn runtime_delta_layer_files_and_env_service() {
     let c = g.wait_agent(BOOT).unwrap_or_else(|e| panic!("{e}"));
     let out = c.exec(&ExecRequest::new(["/bin/sh", "-c", "cat /proc/$PPID/comm; cat /etc/resolv.conf; ls /run/supermachine-agent-ready"]), None).unwrap();
     let text = String::from_utf8_lossy(&out.stdout).to_string();
-    assert_eq!(text, "supermachine-ag\nnameserver 198.18.0.2\n/run/supermachine-agent-ready\n", "agent not /supermachine-agent: {text}");
+    assert_eq!(text, "supermachine-ag\nnameserver 1.1.1.1\noptions timeout:2 attempts:2 no-aaaa single-request\n/run/supermachine-agent-ready\n",
+               "agent not /supermachine-agent, or not the runtime's resolv.conf: {text}");
     // The workload ends: PID 1 parks (the runtime's marker), the VM stays up.
     c.control(&ControlRequest::Signal { signum: 15 }).expect("signal");
     g.vm.wait_for("init-oci: parking PID 1 (exit=0)", Duration::from_secs(60)).unwrap_or_else(|e| panic!("{e}"));

@@ -75,8 +75,11 @@ pub struct Cmdline {
     pub stop_timeout_secs: u32,
     /// `sm.on_exit=stay|poweroff`.
     pub on_exit: OnExit,
-    /// `tsi_hijack` present (supermachine networking: write /etc/resolv.conf).
+    /// `tsi_hijack` present (supermachine's TSI networking).
     pub tsi: bool,
+    /// `supermachine.host_ipv6=0|1`: whether the host has an IPv6 route (0: /etc/gai.conf
+    /// prefers IPv4, as the runtime's own init does).
+    pub host_ipv6: Option<bool>,
     /// `supermachine.kcache=1`: the runtime's kernel-boot-cache pause (print
     /// `[SUPERMACHINE-KCACHE] ready`, wait for a line on the console).
     pub kcache: bool,
@@ -92,7 +95,7 @@ impl Default for Cmdline {
         Cmdline {
             host_time: None, rootfs: Vec::new(), volumes: Vec::new(), virtiofs: Vec::new(),
             config_path: crate::DEFAULT_CONFIG_PATH.into(), agent: Some(crate::DEFAULT_AGENT_PATH.into()),
-            hostname: None, stop_timeout_secs: 5, on_exit: OnExit::Stay, tsi: false,
+            hostname: None, stop_timeout_secs: 5, on_exit: OnExit::Stay, tsi: false, host_ipv6: None,
             kcache: false, pre_exec_sync: false,
             overrides: Overrides::default(),
         }
@@ -171,6 +174,8 @@ impl Cmdline {
             let Some((key, v)) = tok.split_once('=') else { continue };
             match key {
                 "supermachine.host_time" => c.host_time = Some(parse_time(v).ok_or_else(|| format!("{key}={v}: not a time in seconds"))?),
+                // Only the first character counts, as in the runtime's init.
+                "supermachine.host_ipv6" => c.host_ipv6 = v.chars().next().map(|ch| ch != '0'),
                 "sm.rootfs" => {
                     c.rootfs = v.split(',').filter(|s| !s.is_empty()).map(|s| abs_path(key, s)).collect::<Result<_, _>>()?;
                 }
@@ -269,6 +274,7 @@ mod tests {
             supermachine.host_time=1795305600 supermachine.kcache=1 supermachine.pre_exec_sync=1 \
             supermachine.tsi_token=00ff supermachine.host_ipv6=0 ipv6.disable=1").unwrap();
         assert!(c.tsi && c.kcache && c.pre_exec_sync);
+        assert_eq!(c.host_ipv6, Some(false));
         assert_eq!(c.host_time, Some((1795305600, 0)));
         let c = Cmdline::parse("supermachine.kcache=0").unwrap();
         assert!(!c.kcache);

@@ -93,8 +93,36 @@ pub fn fetch_served_env() -> Vec<String> {
     }
 }
 
-/// Loopback up, unprivileged low ports, hostname, and the image's /etc/hosts and (with TSI)
-/// /etc/resolv.conf.
+/// What the supermachine runtime's init writes (0.7.108, `oci/init-oci.c`): one nameserver on
+/// purpose (TSI replies carry no source address, so a second one confused musl), short timeouts.
+const RESOLV_CONF: &str = "nameserver 1.1.1.1\noptions timeout:2 attempts:2 no-aaaa single-request\n";
+/// /etc/hosts when the image has none, an empty one or one without `localhost`.
+const HOSTS: &str = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n";
+/// /etc/gai.conf with `supermachine.host_ipv6=0`: glibc's getaddrinfo prefers IPv4 (the stack
+/// stays up for `[::]` binds and `::1`).
+const GAI_CONF_V4_FIRST: &str = "# supermachine: host has no IPv6 route \u{2014} prefer A over AAAA.
+precedence ::ffff:0:0/96  100
+precedence ::1/128         50
+precedence ::/0            40
+precedence 2002::/16       30
+precedence ::/96           20
+precedence fec0::/10       10
+precedence fc00::/7         3
+precedence 2001:0::/32      1
+";
+
+/// Does the image's /etc/hosts (its first 4095 bytes, as the runtime reads it) name localhost?
+fn hosts_has_localhost(path: &str) -> bool {
+    use std::io::Read;
+    let mut head = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(4095).read_to_end(&mut head))
+        .map(|_| head.windows(9).any(|w| w == b"localhost"))
+        .unwrap_or(false)
+}
+
+/// Loopback up, unprivileged low ports, hostname, and the image's /etc/hosts, /etc/resolv.conf
+/// and (host without IPv6) /etc/gai.conf, as the runtime's own init leaves them.
 pub fn network(c: &Cmdline) {
     let _ = net::loopback_up();
     let _ = std::fs::write("/proc/sys/net/ipv4/ip_unprivileged_port_start", "0\n");
@@ -103,12 +131,20 @@ pub fn network(c: &Cmdline) {
         unsafe { libc::sethostname(h.as_ptr().cast(), h.len()) };
     }
     let _ = std::fs::create_dir_all(in_root("/etc"));
-    if std::fs::symlink_metadata(in_root("/etc/hosts")).is_err() {
-        let _ = std::fs::write(in_root("/etc/hosts"), "127.0.0.1 localhost\n::1 localhost\n");
+    let hosts = in_root("/etc/hosts");
+    if !hosts_has_localhost(&hosts) {
+        let _ = std::fs::write(&hosts, HOSTS);
     }
-    if c.tsi {
-        // supermachine's TSI networking answers DNS here (what the runtime's own init writes).
-        let _ = std::fs::remove_file(in_root("/etc/resolv.conf"));
-        let _ = std::fs::write(in_root("/etc/resolv.conf"), "nameserver 198.18.0.2\n");
+    // Always, as the runtime does. A symbolic link (e.g. to systemd-resolved's stub file) is
+    // replaced by the file rather than written through: its target may not exist here.
+    let _ = std::fs::remove_file(in_root("/etc/resolv.conf"));
+    if let Err(e) = std::fs::write(in_root("/etc/resolv.conf"), RESOLV_CONF) {
+        log!("warning: cannot write /etc/resolv.conf: {e}");
+    }
+    if c.host_ipv6 == Some(false) {
+        match std::fs::write(in_root("/etc/gai.conf"), GAI_CONF_V4_FIRST) {
+            Ok(()) => log!("IPv6 stack stays up; gai.conf biases to v4 (host has no v6 route)"),
+            Err(e) => log!("IPv6 stack stays up; could not write /etc/gai.conf: {e}"),
+        }
     }
 }
