@@ -70,6 +70,10 @@ fn aarch64_runtime_delta_layer() {
     let c = g.wait_agent(BOOT).unwrap_or_else(|e| panic!("{e}"));
     let out = c.exec(&ExecRequest::new(["/bin/sh", "-c", "cat /proc/$PPID/comm"]), None).unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "supermachine-ag\n");
+    // Execs see the workload's environment (the served env), and /tmp and /run are tmpfs 1777
+    // whatever the delta layer's directories say (issue 26, items 1 and 2).
+    let out = c.exec(&ExecRequest::new(["/bin/sh", "-c", "echo $GREETING; stat -c '%a %U' /tmp /run; grep -c ' /tmp tmpfs ' /proc/mounts"]), None).unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "served\n1777 root\n1777 root\n1\n");
     assert_no_panic(&g);
 }
 

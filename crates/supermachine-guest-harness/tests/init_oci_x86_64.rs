@@ -196,6 +196,9 @@ fn runtime_delta_layer_files_and_env_service() {
     assert_eq!(text, "supermachine-ag\nnameserver 1.1.1.1\noptions timeout:2 attempts:2 no-aaaa single-request\n/run/supermachine-agent-ready\n",
                "agent not /supermachine-agent, or not the runtime's resolv.conf: {text}");
     // The workload ends: PID 1 parks (the runtime's marker), the VM stays up.
+        // Every exec inherits the workload's environment, secrets included, as on the runtime.
+    let out = c.exec(&ExecRequest::new(["/bin/sh", "-c", "echo $GREETING/$TOKEN"]), None).unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "from the env service/s3cret\n");
     c.control(&ControlRequest::Signal { signum: 15 }).expect("signal");
     g.vm.wait_for("init-oci: parking PID 1 (exit=0)", Duration::from_secs(60)).unwrap_or_else(|e| panic!("{e}"));
     assert!(c.exec(&ExecRequest::new(["/bin/true"]), None).unwrap().status.success());

@@ -1,7 +1,7 @@
 //! Everything from the kernel's hand-over to the supervisor, in order.
 
 use super::layers::{find_layers, mount_rootfs};
-use super::mounts::{early_mounts, mount_delta_binds, mount_delta_volumes, mount_volumes, switch_root};
+use super::mounts::{early_mounts, mount_delta_binds, mount_delta_volumes, mount_scratch_dirs, mount_volumes, switch_root};
 use super::runtime_io::{fetch_served_env, network, pause_point, set_clock};
 use super::spawn::{is_exec, place_agent, spawn, Spawn};
 use super::supervise::Supervisor;
@@ -58,17 +58,25 @@ pub fn boot() -> Result<Supervisor, Fatal> {
     let group = std::fs::read_to_string(in_root("/etc/group")).unwrap_or_default();
     let ids = user::resolve(&process.user, &passwd, &group)
         .map_err(|e| Fatal::new(Status::BadUser, format!("User {:?}: {e}", process.user)))?;
+    // The agent gets the workload's environment (image Env, the runtime's served env and
+    // secrets), as the runtime's init hands PID 1's to its agent: every exec sees it. Its HOME is
+    // root's unless the environment names one; the workload's comes from its user.
+    let mut agent_env = process.env.clone();
+    if get_env(&agent_env, "HOME").is_none() {
+        agent_env.push("HOME=/root".into());
+    }
     if get_env(&process.env, "HOME").is_none() {
         process.env.push(format!("HOME={}", ids.home));
     }
 
-    mount_delta_binds(NEWROOT, &delta.virtiofs);
     mount_volumes(&c)?;
     network(&c);
     let agent_path = match &c.agent {
         Some(agent) => Some(place_agent(agent)?),
         None => None,
     };
+    mount_scratch_dirs()?;
+    mount_delta_binds(NEWROOT, &delta.virtiofs);
     switch_root()?;
 
     // In the image root from here on. The agent first (the runtime's order: it is listening
@@ -76,7 +84,7 @@ pub fn boot() -> Result<Supervisor, Fatal> {
     let agent = agent_path.as_ref().map(|a| Spawn {
         path: cstr(a),
         argv: vec![cstr(a)],
-        envp: vec![cstr(&format!("PATH={DEFAULT_PATH}")), cstr("HOME=/root")],
+        envp: agent_env.iter().map(|e| cstr(e)).collect(),
         cwd: cstr("/"),
         ids: None,
         quiet: false,

@@ -134,13 +134,23 @@ fn wipe(dir: &Path, dev: u64) {
     }
 }
 
-/// Moves /proc, /sys and /dev into the new root, mounts its /run, and makes it `/`.
+/// tmpfs on the new root's /run and /tmp, mode 1777 as the runtime's init leaves them: without
+/// it /tmp is the runtime's delta-layer directory, owned by the baking host user, mode 0755, and
+/// non-root workloads cannot write it. Before the virtio-fs binds, so one under /run (Rosetta's)
+/// stays visible.
+pub fn mount_scratch_dirs() -> Result<(), Fatal> {
+    let s = Status::SwitchRoot;
+    let flags = libc::MS_NOSUID | libc::MS_NODEV;
+    mount_or(s, RUN_MOUNT.source, &in_root(RUN_MOUNT.target), RUN_MOUNT.fstype, flags, "mode=1777")?;
+    mount_or(s, "tmpfs", &in_root("/tmp"), "tmpfs", flags, "mode=1777")
+}
+
+/// Moves /proc, /sys and /dev into the new root and makes it `/`.
 pub fn switch_root() -> Result<(), Fatal> {
     let s = Status::SwitchRoot;
     for d in ["/proc", "/sys", "/dev"] {
         mount_or(s, d, &in_root(d), "", libc::MS_MOVE, "")?;
     }
-    mount_or(s, RUN_MOUNT.source, &in_root(RUN_MOUNT.target), RUN_MOUNT.fstype, RUN_MOUNT.flags, RUN_MOUNT.data)?;
     let err = |what: &str, e: io::Error| Fatal::new(s, format!("{what}: {e}"));
     chdir(c"/newroot").map_err(|e| err("chdir /newroot", e))?;
     let dot = c".";
