@@ -74,6 +74,10 @@ fn aarch64_runtime_delta_layer() {
     // whatever the delta layer's directories say (issue 26, items 1 and 2).
     let out = c.exec(&ExecRequest::new(["/bin/sh", "-c", "echo $GREETING; stat -c '%a %U' /tmp /run; grep -c ' /tmp tmpfs ' /proc/mounts"]), None).unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "served\n1777 root\n1777 root\n1\n");
+    // The runtime's smnet0 for glibc's AI_ADDRCONFIG (issue 26, item 4).
+    let out = c.exec(&ExecRequest::new(["/bin/busybox", "ip", "-4", "-o", "addr", "show", "smnet0"]), None).unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("inet 198.18.0.1/30") && text.contains("scope link"), "smnet0: {text} {}", String::from_utf8_lossy(&out.stderr));
     assert_no_panic(&g);
 }
 

@@ -9,6 +9,7 @@ compile_error!("supermachine-guest-sys is for Linux guests only");
 pub mod cpu;
 pub mod mounts;
 pub mod net;
+pub mod netlink;
 pub mod path;
 pub mod power;
 pub mod spawn;

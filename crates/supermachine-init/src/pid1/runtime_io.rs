@@ -125,6 +125,11 @@ fn hosts_has_localhost(path: &str) -> bool {
 /// and (host without IPv6) /etc/gai.conf, as the runtime's own init leaves them.
 pub fn network(c: &Cmdline) {
     let _ = net::loopback_up();
+    // The runtime's smnet0 (198.18.0.1/30), for glibc's AI_ADDRCONFIG; failures are warnings.
+    match supermachine_guest_sys::netlink::fake_interface() {
+        Ok(()) => log!("fake iface smnet0 (198.18.0.1/30) up \u{2014} AI_ADDRCONFIG ok"),
+        Err(e) => log!("warning: fake iface smnet0: {e}"),
+    }
     let _ = std::fs::write("/proc/sys/net/ipv4/ip_unprivileged_port_start", "0\n");
     if let Some(h) = &c.hostname {
         // SAFETY: reads `h.len()` bytes from `h`.
