@@ -74,6 +74,9 @@ fn aarch64_runtime_delta_layer() {
     // whatever the delta layer's directories say (issue 26, items 1 and 2).
     let out = c.exec(&ExecRequest::new(["/bin/sh", "-c", "echo $GREETING; stat -c '%a %U' /tmp /run; grep -c ' /tmp tmpfs ' /proc/mounts"]), None).unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "served\n1777 root\n1777 root\n1\n");
+    // What else the runtime's init mounts and makes (issue 26, item 7).
+    let out = c.exec(&ExecRequest::new(["/bin/sh", "-c", "grep -c ' /sys/fs/cgroup cgroup2 ' /proc/mounts; grep ' /dev/shm ' /proc/mounts | grep -c size=65536k; stat -c %a /tmp/.X11-unix /run/dbus"]), None).unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "1\n1\n1777\n755\n");
     // The runtime's smnet0 for glibc's AI_ADDRCONFIG (issue 26, item 4).
     let out = c.exec(&ExecRequest::new(["/bin/busybox", "ip", "-4", "-o", "addr", "show", "smnet0"]), None).unwrap();
     let text = String::from_utf8_lossy(&out.stdout);

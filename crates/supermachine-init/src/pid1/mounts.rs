@@ -23,7 +23,9 @@ pub fn mount_or(status: Status, src: &str, target: &str, fstype: &str, flags: li
     }
 }
 
-/// /dev (then fds 0-2 on the console), /proc, /sys, /dev/pts, /dev/shm and the /dev symlinks.
+/// /dev (then fds 0-2 on the console), /proc, /sys, /dev/pts, /dev/shm and the /dev symlinks;
+/// then what the runtime's init adds: cgroup2 at /sys/fs/cgroup (dockerd, systemd and runc
+/// expect it) and a 64 MiB /dev/shm.
 pub fn early_mounts() -> Result<(), Fatal> {
     for m in &API_MOUNTS {
         mount_or(Status::EarlyMount, m.source, m.target, m.fstype, m.flags, m.data)?;
@@ -32,6 +34,14 @@ pub fn early_mounts() -> Result<(), Fatal> {
         }
     }
     mounts::create_dev_symlinks();
+    let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+    if let Err(e) = mount("cgroup2", "/sys/fs/cgroup", "cgroup2", flags, "") {
+        log!("warning: mount cgroup2 on /sys/fs/cgroup: {e}");
+    }
+    let shm = libc::MS_REMOUNT | libc::MS_NOSUID | libc::MS_NODEV;
+    if let Err(e) = mount("shm", "/dev/shm", "tmpfs", shm, "mode=1777,size=64m") {
+        log!("warning: /dev/shm size=64m: {e}");
+    }
     Ok(())
 }
 
@@ -142,7 +152,15 @@ pub fn mount_scratch_dirs() -> Result<(), Fatal> {
     let s = Status::SwitchRoot;
     let flags = libc::MS_NOSUID | libc::MS_NODEV;
     mount_or(s, RUN_MOUNT.source, &in_root(RUN_MOUNT.target), RUN_MOUNT.fstype, flags, "mode=1777")?;
-    mount_or(s, "tmpfs", &in_root("/tmp"), "tmpfs", flags, "mode=1777")
+    mount_or(s, "tmpfs", &in_root("/tmp"), "tmpfs", flags, "mode=1777")?;
+    // Directories the runtime's init makes: X11's socket folder (sticky, like /tmp) and dbus's.
+    for (dir, mode) in [("/tmp/.X11-unix", 0o1777), ("/run/dbus", 0o755)] {
+        let path = in_root(dir);
+        if std::fs::create_dir_all(&path).is_ok() {
+            let _ = std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(mode));
+        }
+    }
+    Ok(())
 }
 
 /// Moves /proc, /sys and /dev into the new root and makes it `/`.
