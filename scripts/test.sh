@@ -7,7 +7,8 @@
 # the quick tier of the image conformance test (images the supermachine runtime's own code
 # bakes, our kernel and the published one; both arches and the full trees:
 # `scripts/image-test.sh --arch all --tier full`), and guest networking (TSI) through the
-# runtime's own host muxer (`scripts/tsi-test.sh`; both arches: `--arch all`).
+# runtime's own host muxer (`scripts/tsi-test.sh`; both arches: `--arch all`), and the x86_64
+# kernel booted through the runtime's own KVM loader (`scripts/kvm-entry-test.sh`).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -60,3 +61,5 @@ elif [ "${CI:-}" = true ]; then
 else
     echo "NOTE: not root: scripts/tsi-test.sh skipped (it makes a network namespace)"
 fi
+echo "==> the x86_64 kernel through the runtime's own KVM loader (scripts/kvm-entry-test.sh)"
+scripts/kvm-entry-test.sh
