@@ -76,14 +76,17 @@ case " $KERNELS " in *" published "*)
     upstream_fetch "$ROOT/target/bench-upstream" "$OUT_BASE/upstream-metadata.json"
 esac
 
+# The walker on the host: one build for every arch (the guests get static ones below).
+WALK_HOST=$OUT_BASE/walk-host
+cc -O2 -Wall -Werror -o "$WALK_HOST" "$ROOT/scripts/image-test/walk.c"
+
 status=0
 for ARCH in $ARCHES; do
     OUT=$OUT_BASE/$ARCH-$TIER
     rm -rf "$OUT"; mkdir -p "$OUT/kernels" "$OUT/images" "$OUT/manifests" "$OUT/guest"
     crate=supermachine-kernel-${ARCH//_/-}
 
-    # The walker, for the host and for the guest.
-    cc -O2 -Wall -Werror -o "$OUT/walk-host" "$ROOT/scripts/image-test/walk.c"
+    # The walker for the guest.
     case $ARCH in
         x86_64) cc -O2 -Wall -Werror -static -o "$OUT/guest/walk" "$ROOT/scripts/image-test/walk.c" ;;
         aarch64) aarch64-linux-gnu-gcc -O2 -Wall -Werror -static -o "$OUT/guest/walk" "$ROOT/scripts/image-test/walk.c" ;;
@@ -117,14 +120,14 @@ for ARCH in $ARCHES; do
     mksquashfs "$OUT/trees/merged" "$OUT/images/squashfs-tools.squashfs" -comp zstd -noappend -quiet -no-progress >/dev/null
 
     # What each image holds, read on the host; what the writer lost.
-    "$OUT/walk-host" "$OUT/trees/merged/t" >"$OUT/manifests/source.txt"
+    "$WALK_HOST" "$OUT/trees/merged/t" >"$OUT/manifests/source.txt"
     : >"$OUT/host-report.txt"
     for src in runtime squashfs-tools; do
         x=$OUT/images/$src.extract
         unsquashfs -quiet -no-progress -d "$x" "$OUT/images/$src.squashfs" >/dev/null
-        "$OUT/walk-host" "$x/t" >"$OUT/manifests/$src.txt"
+        "$WALK_HOST" "$x/t" >"$OUT/manifests/$src.txt"
         { echo "## $src: what the image holds against the source tree (the writer's doing)"
-          "$OUT/walk-host" --compare "$OUT/manifests/source.txt" "$x/t" || true
+          "$WALK_HOST" --compare "$OUT/manifests/source.txt" "$x/t" || true
           echo
         } >>"$OUT/host-report.txt"
         rm -rf "$x"

@@ -39,12 +39,13 @@ xz -dc "$(upstream_src "$OUT/upstream-metadata.json" supermachine-kernel-x86-64)
 
 status=0
 rows=()
+rm -f "$OUT/mmio-tokens"  # learned by the first boot, for QEMU's devices as this run has them
 run() {  # KERNEL CPUS MEM KASLR
     local k=$1 cpus=$2 mem=$3 kaslr=$4 extra=() name
     [ "$kaslr" = off ] && extra=(--nokaslr)
     name=$k-c$cpus-m$mem-kaslr-$kaslr
     if "$bin" --kvm-entry "$tool" --kernel "$OUT/$k" --label "$k" --cpus "$cpus" --mem "$mem" \
-        "${extra[@]}" --json "$OUT/$name.json" 2>"$OUT/$name.log"; then
+        "${extra[@]}" --json "$OUT/$name.json" --mmio-tokens "$OUT/mmio-tokens" 2>"$OUT/$name.log"; then
         rows+=("| $k | $cpus | $mem MiB | $kaslr | pass | $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["ready_ms"])' "$OUT/$name.json") ms |")
     else
         status=1

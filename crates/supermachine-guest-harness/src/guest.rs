@@ -173,6 +173,17 @@ impl Guest {
         Ok(Guest { vm, client, timings: t, _backend: backend, dir })
     }
 
+    /// Writes `bytes` to `path` in the guest through the agent (parent folders made, mode 0755:
+    /// scripts and programs a test stages after boot).
+    pub fn install(&self, path: &str, bytes: &[u8]) -> Result<(), String> {
+        let req = ExecRequest::new(["/bin/sh", "-c", "mkdir -p \"${1%/*}\" && cat > \"$1\" && chmod 0755 \"$1\"", "install", path]);
+        match self.client.exec(&req, Some(bytes)) {
+            Ok(out) if out.status.success() => Ok(()),
+            Ok(out) => Err(format!("installing {path} failed: {}", String::from_utf8_lossy(&out.stderr))),
+            Err(e) => Err(format!("installing {path} failed: {e}")),
+        }
+    }
+
     /// A scratch folder that lives as long as the guest.
     pub fn scratch(&self) -> PathBuf {
         self.dir.path().to_path_buf()

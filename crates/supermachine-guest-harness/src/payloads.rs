@@ -29,6 +29,25 @@ pub fn x86_64() -> GuestPayloads {
                     machine: Machine::Microvm { acpi: true }, qemu: "qemu-system-x86_64" }
 }
 
+/// The payloads of `arch` (`"x86_64"` or `"aarch64"`), or None for any other name.
+pub fn for_arch(arch: &str) -> Option<GuestPayloads> {
+    match arch {
+        "x86_64" => Some(x86_64()),
+        "aarch64" => Some(aarch64()),
+        _ => None,
+    }
+}
+
+impl GuestPayloads {
+    /// The same payloads with the kernel read from `path` (a kernel you built, or the published
+    /// one). The bytes live as long as the process, like the crates' own.
+    pub fn with_kernel_file(self, path: &std::path::Path) -> std::io::Result<GuestPayloads> {
+        let bytes = std::fs::read(path)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+        Ok(GuestPayloads { kernel: Box::leak(bytes.into_boxed_slice()), ..self })
+    }
+}
+
 /// The aarch64 crate's payloads (QEMU virt, cortex-a72).
 pub fn aarch64() -> GuestPayloads {
     use supermachine_kernel_aarch64 as p;

@@ -15,7 +15,11 @@ pub const HTTP_BODY: &str = "hello from the host through TSI\n";
 pub const DNS_ANSWER: [u8; 4] = [10, 200, 0, 99];
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
 
-fn spawn_tcp(ip: IpAddr, name: &'static str, serve: fn(TcpStream) -> io::Result<()>) -> io::Result<SocketAddr> {
+fn spawn_tcp(
+    ip: IpAddr,
+    name: &'static str,
+    serve: fn(TcpStream) -> io::Result<()>,
+) -> io::Result<SocketAddr> {
     let l = TcpListener::bind((ip, 0))
         .map_err(|e| io::Error::new(e.kind(), format!("binding the {name} server to {ip}: {e} (run inside scripts/tsi-test.sh, which gives its network namespace that address)")))?;
     let addr = l.local_addr()?;
@@ -40,17 +44,27 @@ fn serve_http(mut s: TcpStream) -> io::Result<()> {
         }
         req.extend_from_slice(&buf[..n]);
     }
-    write!(s, "HTTP/1.0 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{HTTP_BODY}", HTTP_BODY.len())
+    write!(
+        s,
+        "HTTP/1.0 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{HTTP_BODY}",
+        HTTP_BODY.len()
+    )
+}
+
+/// One line from `s`, without its newline: byte by byte (nothing read past it), at most `max`
+/// bytes, ending early at EOF.
+fn read_line(s: &mut impl Read, max: usize) -> io::Result<String> {
+    let mut line = Vec::new();
+    let mut b = [0u8; 1];
+    while s.read(&mut b)? == 1 && b[0] != b'\n' && line.len() < max {
+        line.push(b[0]);
+    }
+    Ok(String::from_utf8_lossy(&line).into_owned())
 }
 
 /// "N\n" in, N bytes of [`pattern`] out, then close.
 fn serve_source(mut s: TcpStream) -> io::Result<()> {
-    let mut line = Vec::new();
-    let mut b = [0u8; 1];
-    while s.read(&mut b)? == 1 && b[0] != b'\n' && line.len() < 20 {
-        line.push(b[0]);
-    }
-    let n: usize = String::from_utf8_lossy(&line).trim().parse().unwrap_or(0);
+    let n: usize = read_line(&mut s, 20)?.trim().parse().unwrap_or(0);
     let mut sent = 0;
     while sent < n {
         let chunk = pattern(sent, (n - sent).min(65536));
@@ -63,12 +77,7 @@ fn serve_source(mut s: TcpStream) -> io::Result<()> {
 /// "N\n" then N bytes in, "N CHECKSUM\n" out. The length comes first because a half-close
 /// would not do: supermachine 0.7.108's muxer closes the host socket on the guest's SHUT_WR.
 fn serve_sink(mut s: TcpStream) -> io::Result<()> {
-    let mut line = Vec::new();
-    let mut b = [0u8; 1];
-    while s.read(&mut b)? == 1 && b[0] != b'\n' && line.len() < 20 {
-        line.push(b[0]);
-    }
-    let want: usize = String::from_utf8_lossy(&line).trim().parse().unwrap_or(0);
+    let want: usize = read_line(&mut s, 20)?.trim().parse().unwrap_or(0);
     let (mut n, mut sum) = (0usize, Checksum::default());
     let mut buf = vec![0u8; 65536];
     while n < want {
@@ -119,7 +128,11 @@ impl Checksum {
 
 /// The TCP servers: (http, source, sink).
 pub fn spawn_tcp_servers(ip: IpAddr) -> io::Result<(SocketAddr, SocketAddr, SocketAddr)> {
-    Ok((spawn_tcp(ip, "http", serve_http)?, spawn_tcp(ip, "source", serve_source)?, spawn_tcp(ip, "sink", serve_sink)?))
+    Ok((
+        spawn_tcp(ip, "http", serve_http)?,
+        spawn_tcp(ip, "source", serve_source)?,
+        spawn_tcp(ip, "sink", serve_sink)?,
+    ))
 }
 
 /// A UDP echo server: answers "echo:" + payload to whoever sent it.
@@ -205,12 +218,7 @@ pub fn control(sock: &Path, command: &str) -> io::Result<String> {
     let mut s = UnixStream::connect(sock)?;
     s.set_read_timeout(Some(IO_TIMEOUT))?;
     writeln!(s, "{command}")?;
-    let mut line = Vec::new();
-    let mut b = [0u8; 1];
-    while s.read(&mut b)? == 1 && b[0] != b'\n' && line.len() < 4096 {
-        line.push(b[0]);
-    }
-    let line = String::from_utf8_lossy(&line).into_owned();
+    let line = read_line(&mut s, 4096)?;
     if line.starts_with("OK") {
         Ok(line)
     } else {
@@ -225,7 +233,9 @@ mod tests {
     #[test]
     fn dns_reply_answers_a_and_nothing_else() {
         // id 0x1234, RD, one question: "a.sm" A IN
-        let q = [0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 1, b'a', 2, b's', b'm', 0, 0, 1, 0, 1];
+        let q = [
+            0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 1, b'a', 2, b's', b'm', 0, 0, 1, 0, 1,
+        ];
         let r = dns_reply(&q).unwrap();
         assert_eq!(&r[..2], &[0x12, 0x34]);
         assert_eq!(&r[6..8], &[0, 1], "one answer");

@@ -232,11 +232,7 @@ fn main() {
             _ => die(&format!("unknown argument {a}")),
         }
     }
-    let base = match arch.as_str() {
-        "x86_64" => payloads::x86_64(),
-        "aarch64" => payloads::aarch64(),
-        a => die(&format!("unknown arch {a}")),
-    };
+    let base = payloads::for_arch(&arch).unwrap_or_else(|| die(&format!("unknown arch {arch}")));
     let busybox = match &busybox {
         Some(p) => leak_file(p),
         None => base.busybox,

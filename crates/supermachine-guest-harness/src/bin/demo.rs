@@ -15,11 +15,9 @@ fn main() {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let mut p = payloads::x86_64();
     if args.first().map(String::as_str) == Some("--arch") {
-        p = match args.get(1).map(String::as_str) {
-            Some("aarch64") => payloads::aarch64(),
-            Some("x86_64") => payloads::x86_64(),
-            other => fail(&format!("--arch takes x86_64 or aarch64, not {other:?}")),
-        };
+        let arch = args.get(1).map(String::as_str);
+        p = arch.and_then(payloads::for_arch)
+            .unwrap_or_else(|| fail(&format!("--arch takes x86_64 or aarch64, not {arch:?}")));
         args.drain(..2);
     }
     let mut opts = GuestOptions::for_payloads(p);
@@ -28,9 +26,8 @@ fn main() {
         match flag {
             "--mem" => opts.mem_mib = val.parse().unwrap_or_else(|_| fail(&format!("--mem takes a size in MiB, not {val:?}"))),
             "--kernel" => {
-                let bytes = std::fs::read(&val).unwrap_or_else(|e| fail(&format!("--kernel {val}: {e}")));
-                // The payloads are `'static` (the crates' embedded bytes); this one lives as long as the demo.
-                opts.payloads.kernel = Box::leak(bytes.into_boxed_slice());
+                opts.payloads = opts.payloads.with_kernel_file(val.as_ref())
+                    .unwrap_or_else(|e| fail(&format!("--kernel {e}")));
             }
             _ => opts.extra_cmdline = val,
         }

@@ -72,14 +72,9 @@ fn parse_args() -> Args {
             _ => die(&format!("unknown argument {a} (see the header of src/bin/workload.rs)")),
         }
     }
-    let base = match arch.as_str() {
-        "x86_64" => payloads::x86_64(),
-        "aarch64" => payloads::aarch64(),
-        _ => die(&format!("--arch {arch}: x86_64 or aarch64")),
-    };
+    let base = payloads::for_arch(&arch).unwrap_or_else(|| die(&format!("--arch {arch}: x86_64 or aarch64")));
     let kernel = kernel.unwrap_or_else(|| die("--kernel FILE is required"));
-    let bytes = std::fs::read(&kernel).unwrap_or_else(|e| die(&format!("{}: {e}", kernel.display())));
-    let payloads = GuestPayloads { kernel: Box::leak(bytes.into_boxed_slice()), ..base };
+    let payloads = base.with_kernel_file(&kernel).unwrap_or_else(|e| die(&e.to_string()));
     let image = image.unwrap_or_else(|| die("--image SQUASHFS is required"));
     let script = script.unwrap_or_else(|| die("--script CHECKS_SH is required"));
     let script = std::fs::read(&script).unwrap_or_else(|e| die(&format!("{}: {e}", script.display())));
@@ -101,16 +96,6 @@ fn parse_stage(spec: &str) -> (String, Vec<u8>) {
     (guest.to_string(), bytes)
 }
 
-/// Writes `bytes` to `path` in the guest (parent folders made, mode 0755: scripts and programs).
-fn install(guest: &Guest, path: &str, bytes: &[u8]) -> Result<(), String> {
-    let req = ExecRequest::new(["/bin/sh", "-c", "mkdir -p \"${1%/*}\" && cat > \"$1\" && chmod 0755 \"$1\"", "install", path]);
-    match guest.client.exec(&req, Some(bytes)) {
-        Ok(out) if out.status.success() => Ok(()),
-        Ok(out) => Err(format!("installing {path} failed: {}", String::from_utf8_lossy(&out.stderr))),
-        Err(e) => Err(format!("installing {path} failed: {e}")),
-    }
-}
-
 fn boot(args: &Args) -> Result<Guest, String> {
     let opts = GuestOptions {
         mem_mib: args.mem_mib,
@@ -121,9 +106,9 @@ fn boot(args: &Args) -> Result<Guest, String> {
         ..GuestOptions::for_payloads(args.payloads)
     };
     let guest = Guest::boot(&opts).map_err(|e| format!("boot failed: {e}"))?;
-    install(&guest, CHECKS_SH, &args.script)?;
+    guest.install(CHECKS_SH, &args.script)?;
     for (path, bytes) in &args.stage {
-        install(&guest, path, bytes)?;
+        guest.install(path, bytes)?;
     }
     Ok(guest)
 }
