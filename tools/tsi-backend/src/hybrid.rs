@@ -27,7 +27,12 @@ const MAX_LINE: usize = 64;
 
 /// Binds `path` (replacing a stale socket file) and serves it on a thread.
 pub fn start(path: &Path, shared: Arc<Shared>) -> Result<(), String> {
-    let listener = bind_unix(path).map_err(|e| format!("cannot listen on hybrid-vsock socket {}: {e}", path.display()))?;
+    let listener = bind_unix(path).map_err(|e| {
+        format!(
+            "cannot listen on hybrid-vsock socket {}: {e}",
+            path.display()
+        )
+    })?;
     let busy = Arc::new(AtomicUsize::new(0));
     std::thread::Builder::new()
         .name("tsi-hybrid-accept".into())
@@ -47,10 +52,12 @@ pub fn start(path: &Path, shared: Arc<Shared>) -> Result<(), String> {
                     continue;
                 }
                 let (shared, done) = (shared.clone(), busy.clone());
-                let spawned = std::thread::Builder::new().name("tsi-hybrid-conn".into()).spawn(move || {
-                    handshake(conn, &shared);
-                    done.fetch_sub(1, Ordering::SeqCst);
-                });
+                let spawned = std::thread::Builder::new()
+                    .name("tsi-hybrid-conn".into())
+                    .spawn(move || {
+                        handshake(conn, &shared);
+                        done.fetch_sub(1, Ordering::SeqCst);
+                    });
                 if let Err(e) = spawned {
                     busy.fetch_sub(1, Ordering::SeqCst);
                     log!("hybrid: cannot spawn a connection thread: {e}");
@@ -72,14 +79,19 @@ pub fn remove_stale_socket(path: &Path) -> io::Result<()> {
     use std::os::unix::fs::FileTypeExt;
     match std::fs::symlink_metadata(path) {
         Ok(m) if m.file_type().is_socket() => std::fs::remove_file(path),
-        Ok(_) => Err(io::Error::new(io::ErrorKind::AlreadyExists, "exists and is not a socket")),
+        Ok(_) => Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "exists and is not a socket",
+        )),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e),
     }
 }
 
 fn handshake(mut client: UnixStream, shared: &Shared) {
-    let port = match read_line(&mut client).and_then(|l| parse_connect_line(&l).map_err(io::Error::other)) {
+    let port = match read_line(&mut client)
+        .and_then(|l| parse_connect_line(&l).map_err(io::Error::other))
+    {
         Ok(p) => p,
         Err(e) => {
             log!("hybrid: bad CONNECT line ({e}); closing");
@@ -114,7 +126,10 @@ fn handshake(mut client: UnixStream, shared: &Shared) {
             return;
         }
     };
-    if let Err(e) = shared.muxer().open_native_to_guest(MuxerStream::Unix(client), port) {
+    if let Err(e) = shared
+        .muxer()
+        .open_native_to_guest(MuxerStream::Unix(client), port)
+    {
         shared.watch.cancel(id);
         log!("hybrid: CONNECT {port}: open_native_to_guest: {e}");
         let _ = control.shutdown(Shutdown::Both);
@@ -127,11 +142,17 @@ fn handshake(mut client: UnixStream, shared: &Shared) {
         Err(_) => rx.recv_timeout(Duration::from_secs(1)).ok(),
     };
     match outcome {
-        Some(Outcome::Connected { host_port }) => log!("hybrid: CONNECT {port}: connected (host port {host_port:#x})"),
-        Some(Outcome::Refused) => log!("hybrid: CONNECT {port}: refused by the guest (nothing listening?)"),
+        Some(Outcome::Connected { host_port }) => {
+            log!("hybrid: CONNECT {port}: connected (host port {host_port:#x})")
+        }
+        Some(Outcome::Refused) => {
+            log!("hybrid: CONNECT {port}: refused by the guest (nothing listening?)")
+        }
         None => {
             let _ = control.shutdown(Shutdown::Both);
-            log!("hybrid: CONNECT {port}: no answer from the guest in {HANDSHAKE_TIMEOUT:?}; closed");
+            log!(
+                "hybrid: CONNECT {port}: no answer from the guest in {HANDSHAKE_TIMEOUT:?}; closed"
+            );
         }
     }
 }
@@ -143,7 +164,10 @@ fn read_line(s: &mut UnixStream) -> io::Result<Vec<u8>> {
     let mut b = [0u8; 1];
     loop {
         if s.read(&mut b)? == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed before a newline"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "closed before a newline",
+            ));
         }
         if b[0] == b'\n' {
             return Ok(line);
@@ -159,11 +183,14 @@ fn read_line(s: &mut UnixStream) -> io::Result<Vec<u8>> {
 pub fn parse_connect_line(line: &[u8]) -> Result<u32, String> {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     let text = std::str::from_utf8(line).map_err(|_| "not UTF-8".to_string())?;
-    let port = text.strip_prefix("CONNECT ").ok_or_else(|| format!("expected `CONNECT <port>`, got {text:?}"))?;
+    let port = text
+        .strip_prefix("CONNECT ")
+        .ok_or_else(|| format!("expected `CONNECT <port>`, got {text:?}"))?;
     if port.is_empty() || !port.bytes().all(|c| c.is_ascii_digit()) {
         return Err(format!("bad port {port:?}"));
     }
-    port.parse().map_err(|_| format!("port {port:?} out of range"))
+    port.parse()
+        .map_err(|_| format!("port {port:?} out of range"))
 }
 
 #[cfg(test)]
@@ -176,9 +203,23 @@ mod tests {
         assert_eq!(parse_connect_line(b"CONNECT 1028\r"), Ok(1028));
         assert_eq!(parse_connect_line(b"CONNECT 4294967295"), Ok(u32::MAX));
         assert_eq!(parse_connect_line(b"CONNECT 0"), Ok(0));
-        for bad in [&b"CONNECT 4294967296"[..], b"CONNECT", b"CONNECT ", b"CONNECT -1", b"CONNECT +5",
-            b"CONNECT 10 ", b"connect 1028", b"OK 1028", b"", b"CONNECT \xff"] {
-            assert!(parse_connect_line(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+        for bad in [
+            &b"CONNECT 4294967296"[..],
+            b"CONNECT",
+            b"CONNECT ",
+            b"CONNECT -1",
+            b"CONNECT +5",
+            b"CONNECT 10 ",
+            b"connect 1028",
+            b"OK 1028",
+            b"",
+            b"CONNECT \xff",
+        ] {
+            assert!(
+                parse_connect_line(bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 

@@ -75,7 +75,9 @@ impl PendingRx {
     /// Records that `n` payload bytes of the front packet were delivered; drops the packet once
     /// all of it (or its header alone, for an empty packet) went out.
     pub fn consume(&mut self, n: usize) {
-        let Some(pkt) = self.queue.front() else { return };
+        let Some(pkt) = self.queue.front() else {
+            return;
+        };
         self.front_sent += n;
         if self.front_sent >= pkt.data.len() {
             self.queue.pop_front();
@@ -103,7 +105,9 @@ pub struct RxFill {
 pub fn fill_rx_queue(queue: &mut Queue, mem: &GuestMemoryMmap, pending: &mut PendingRx) -> RxFill {
     let mut out = RxFill::default();
     while !pending.is_empty() {
-        let Some(mut chain) = queue.pop_descriptor_chain(mem) else { break };
+        let Some(mut chain) = queue.pop_descriptor_chain(mem) else {
+            break;
+        };
         let head = chain.head_index();
         let written = match VsockPacket::from_rx_virtq_chain(mem, &mut chain, MAX_RX_BUF) {
             Ok(mut pkt) => match write_piece(&mut pkt, pending) {
@@ -139,10 +143,12 @@ fn write_piece(pkt: &mut VsockPacket<'_, ()>, pending: &mut PendingRx) -> Result
         return Err("no room for payload".into());
     }
     let (hdr, piece) = pending.next_piece(capacity).ok_or("nothing pending")?;
-    pkt.set_header_from_raw(&hdr.encode()).map_err(|e| format!("writing header: {e:?}"))?;
+    pkt.set_header_from_raw(&hdr.encode())
+        .map_err(|e| format!("writing header: {e:?}"))?;
     if !piece.is_empty() {
         let data = pkt.data_slice().ok_or("no data buffer")?;
-        data.write_slice(piece, 0).map_err(|e| format!("writing payload: {e}"))?;
+        data.write_slice(piece, 0)
+            .map_err(|e| format!("writing payload: {e}"))?;
     }
     let n = piece.len();
     if crate::trace_enabled() {
@@ -153,13 +159,18 @@ fn write_piece(pkt: &mut VsockPacket<'_, ()>, pending: &mut PendingRx) -> Result
 }
 
 fn pending_front_has_payload(pending: &PendingRx) -> bool {
-    pending.queue.front().is_some_and(|p| p.data.len() > pending.front_sent)
+    pending
+        .queue
+        .front()
+        .is_some_and(|p| p.data.len() > pending.front_sent)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use supermachine::devices::virtio::vsock::packet::{VSOCK_OP_RW, VSOCK_OP_SHUTDOWN, VSOCK_TYPE_STREAM};
+    use supermachine::devices::virtio::vsock::packet::{
+        VSOCK_OP_RW, VSOCK_OP_SHUTDOWN, VSOCK_TYPE_STREAM,
+    };
     use virtio_bindings::bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
     use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
     use virtio_queue::mock::MockSplitQueue;
@@ -203,7 +214,10 @@ mod tests {
         for want in [4, 4, 2] {
             let (h, piece) = p.next_piece(4).unwrap();
             assert_eq!(h.len as usize, want);
-            assert_eq!((h.op, h.fwd_cnt, h.src_port), (VSOCK_OP_RW, 77, 0xc000_0001));
+            assert_eq!(
+                (h.op, h.fwd_cnt, h.src_port),
+                (VSOCK_OP_RW, 77, 0xc000_0001)
+            );
             got.extend_from_slice(piece);
             p.consume(piece.len());
         }
@@ -230,7 +244,10 @@ mod tests {
     }
 
     /// Runs fill_rx_queue over chains built by virtio-queue's mock, in real guest memory.
-    fn fill(descs: &[RawDescriptor], pending: &mut PendingRx) -> (GuestMemoryMmap, RxFill, Vec<(u32, u32)>) {
+    fn fill(
+        descs: &[RawDescriptor],
+        pending: &mut PendingRx,
+    ) -> (GuestMemoryMmap, RxFill, Vec<(u32, u32)>) {
         let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x20_0000)]).unwrap();
         let vq = MockSplitQueue::new(&mem, 16);
         vq.add_desc_chains(descs, 0).unwrap();
@@ -246,7 +263,12 @@ mod tests {
     }
 
     fn w(addr: u64, len: u32) -> RawDescriptor {
-        RawDescriptor::from(SplitDescriptor::new(addr, len, VRING_DESC_F_WRITE as u16, 0))
+        RawDescriptor::from(SplitDescriptor::new(
+            addr,
+            len,
+            VRING_DESC_F_WRITE as u16,
+            0,
+        ))
     }
 
     #[test]
@@ -262,13 +284,18 @@ mod tests {
         mem.read_slice(&mut hdr, GuestAddress(0x10_0000)).unwrap();
         assert_eq!(Header::parse(&hdr).len, 6);
         let mut body = [0u8; 6];
-        mem.read_slice(&mut body, GuestAddress(0x10_0000 + 44)).unwrap();
+        mem.read_slice(&mut body, GuestAddress(0x10_0000 + 44))
+            .unwrap();
         assert_eq!(&body, b"012345");
         mem.read_slice(&mut hdr, GuestAddress(0x11_0000)).unwrap();
         let h = Header::parse(&hdr);
-        assert_eq!((h.len, h.op, h.dst_port, h.fwd_cnt), (4, VSOCK_OP_RW, 1028, 77));
+        assert_eq!(
+            (h.len, h.op, h.dst_port, h.fwd_cnt),
+            (4, VSOCK_OP_RW, 1028, 77)
+        );
         let mut body = [0u8; 4];
-        mem.read_slice(&mut body, GuestAddress(0x11_0000 + 44)).unwrap();
+        mem.read_slice(&mut body, GuestAddress(0x11_0000 + 44))
+            .unwrap();
         assert_eq!(&body, b"6789");
         assert!(p.is_empty());
     }
@@ -278,7 +305,12 @@ mod tests {
         let mut p = PendingRx::default();
         p.push(pkt(VSOCK_OP_RW, b"abc"));
         // Older layout: a 44-byte header descriptor chained to a data descriptor.
-        let hd = SplitDescriptor::new(0x10_0000, 44, (VRING_DESC_F_WRITE | VRING_DESC_F_NEXT) as u16, 1);
+        let hd = SplitDescriptor::new(
+            0x10_0000,
+            44,
+            (VRING_DESC_F_WRITE | VRING_DESC_F_NEXT) as u16,
+            1,
+        );
         let descs = [RawDescriptor::from(hd), w(0x12_0000, 4096)];
         let (mem, r, used) = fill(&descs, &mut p);
         assert_eq!(r.used, 1);
