@@ -10,8 +10,10 @@
 # (boot-bench: TCG boot to /init), floor (scripts/boot-profile/floor.sh: the same x86_64 launch to a
 # minimal /init with a `make tinyconfig` kernel, against ours and upstream; builds that kernel once
 # into target/boot-profile/floor, a few minutes, which --quick skips), guest (bench-guest: supermachine-style guest, boot
-# to /init and to agent ready, agent RSS as PID 1, exec round trip over vsock), minmem (bench-guest
-# --min-mem: lowest RAM that boots and answers an exec).
+# to /init and to agent ready, agent RSS as PID 1, exec round trip over vsock), kvmentry (the x86_64
+# kernel entered as the runtime's KVM loader enters it, no firmware and no ACPI: kvm-entry-test,
+# launch -> agent ready; see scripts/kvm-entry-test.sh), minmem (bench-guest --min-mem: lowest RAM
+# that boots and answers an exec).
 #
 # The upstream crates are fetched by cargo into a separate, non-member workspace
 # (target/bench-upstream, its own [workspace]), so normal builds never download them; their
@@ -24,7 +26,7 @@
 # docs/bench-boot.svg (--docs / --no-docs override). Never part of `cargo test`.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-ALL="size agent binsize build boot floor guest minmem"
+ALL="size agent binsize build boot floor guest kvmentry minmem"
 QUICK=0 SKIP="" ONLY="" DOCS="" BOOT_RUNS_ARG=""
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -251,6 +253,27 @@ if want guest; then
             --execs "$EXECS" "${g[@]}" >"$PARTS/guest-$arch.jsonl" 2>"$OUT/guest-$arch.log" \
             || { tail -30 "$OUT/guest-$arch.log" >&2; exit 1; }
         grep -E '^run ' "$OUT/guest-$arch.log" >&2 || true
+    done
+fi
+if want kvmentry; then
+    log "kvmentry: x86_64, the runtime's own KVM loader (tools/kvm-entry) + PVH stub, no ACPI, launch → agent ready, $BOOT_RUNS interleaved runs each"
+    cargo build --quiet --release --locked --manifest-path "$ROOT/tools/Cargo.toml" -p kvm-entry
+    (cd "$ROOT" && "$CARGO" build --quiet --release -p supermachine-guest-harness --bin kvm-entry-test)
+    ke=$OUT/kvmentry
+    rm -rf "$ke"; mkdir -p "$ke"
+    : >"$PARTS/kvmentry.jsonl"
+    for i in $(seq "$BOOT_RUNS"); do
+        for side in ours upstream; do
+            # One vCPU, 64 MiB, KASLR on: the runtime's defaults for a small guest.
+            if ! "$ROOT/target/release/kvm-entry-test" --kvm-entry "$ROOT/tools/target/release/kvm-entry" \
+                --kernel "$PAY/$side/x86_64/kernel" --label "$side" --cpus 1 --mem 64 --json "$ke/$side-$i.json" \
+                --mmio-tokens "$ke/mmio-tokens" 2>"$ke/$side-$i.log"; then
+                echo "kvmentry: $side boot $i failed: $(grep -o 'last console line: .*' "$ke/$side-$i.log" | head -1)" >&2
+                echo "{\"label\":\"$side\",\"failed\":true}" >>"$PARTS/kvmentry.jsonl"
+                continue
+            fi
+            cat "$ke/$side-$i.json" >>"$PARTS/kvmentry.jsonl"; echo >>"$PARTS/kvmentry.jsonl"
+        done
     done
 fi
 if want minmem; then

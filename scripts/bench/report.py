@@ -175,6 +175,26 @@ if any(boot.values()) or any(guest.values()) or any(minmem.values()):
             row(f"{MACH[arch]}: lowest RAM that boots and answers an exec" + (f" ({step} MiB steps)" if step > 1 else ""),
                 o.get("min_mem_mib"), u.get("min_mem_mib"), fm, unit="MiB")
 
+# ---- kvmentry: the x86_64 kernel through the runtime's own KVM loader (no firmware, no ACPI) ------
+kvmentry = load("kvmentry.jsonl")
+if kvmentry:
+    import statistics
+    ke = {}
+    for r in kvmentry:
+        ke.setdefault(r["label"], []).append(r)
+    ok = {s: sorted(r["ready_ms"] for r in ke.get(s, []) if not r.get("failed")) for s in ("ours", "upstream")}
+    runs = max(len(v) for v in ke.values())
+    section(f"x86_64 through the runtime's own KVM loader (`tools/kvm-entry` + PVH stub, no ACPI, 1 vCPU, 64 MiB; "
+            f"{runs} interleaved runs; min / median)")
+    mm = lambda v: f"{fms(v[0])} / {fms(statistics.median(v))}" if v else "—"
+    row("launch → agent ready (kernel differs; busybox and agent ours on both sides)", mm(ok["ours"]), mm(ok["upstream"]), str,
+        statistics.median(ok["ours"]) if ok["ours"] else None, statistics.median(ok["upstream"]) if ok["upstream"] else None,
+        "ms (median)")
+    for s in ("ours", "upstream"):
+        failed = sum(1 for r in ke.get(s, []) if r.get("failed"))
+        if failed:
+            notes.append(f"kvmentry {s}: {failed} of {len(ke[s])} boots failed (not counted).")
+
 # ---- floor: the same x86_64 launch to a minimal /init with a `make tinyconfig` kernel ----------
 floor = load("floor.json")
 if floor:
@@ -337,6 +357,12 @@ doc += f"""
   kernel; "above the floor" is what a kernel adds. Under icount our kernel is below the floor:
   the tinyconfig kernel spends ~216 ms of guest time setting up its memory map
   ([BOOT-PROFILE.md](BOOT-PROFILE.md) finding 4).
+* **Through the runtime's KVM loader** (section `kvmentry`): `kvm-entry-test`, as in
+  `scripts/kvm-entry-test.sh`: guest RAM laid out by the runtime's own `setup_boot` and
+  `write_mptable` (supermachine 0.7.108, `tools/kvm-entry`), entered through a 33-instruction PVH
+  stub that switches to the runtime's long-mode state, `-M microvm,acpi=off`, the runtime's
+  cold-boot command line. No firmware and no real-mode setup code run, so this is closer to what a
+  KVM user of the runtime sees than the microvm rows. Launch → the first answered `/bin/true` exec.
 * **Lowest RAM**: `bench-guest --min-mem`, bisecting between 8 and 512 MiB for the lowest size
   at which 3 boots out of 3 reach an agent that answers `/bin/true` (near the limit single boots
   pass or fail by chance; before 2026-12-01 the figure was the luckier of two boots).
