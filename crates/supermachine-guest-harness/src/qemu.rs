@@ -23,7 +23,8 @@ pub enum Machine {
     },
     /// x86 `-M pc` (SeaBIOS, PCI): virtio-pci devices.
     Pc,
-    /// arm64 `-M virt -cpu cortex-a72`.
+    /// arm64 `-M virt,gic-version=3,dtb-randomness=off -cpu cortex-a72` with modern virtio-mmio
+    /// transports: the machine the supermachine HVF VMM's device tree describes.
     Virt,
 }
 
@@ -109,7 +110,12 @@ impl VmConfig {
                 append = format!("console=ttyS0 {append}");
             }
             Machine::Virt => {
-                c.args(["-M", &format!("virt{membackend}"), "-cpu", "cortex-a72"]);
+                // As the supermachine HVF VMM describes the machine (runtime
+                // arch/aarch64/fdt.rs): a GICv3, no `kaslr-seed`/`rng-seed` in /chosen, and
+                // modern (VERSION_1) virtio-mmio transports, which QEMU's `virt` only gives
+                // when told.
+                c.args(["-M", &format!("virt,gic-version=3,dtb-randomness=off{membackend}"), "-cpu", "cortex-a72"]);
+                c.args(["-global", "virtio-mmio.force-legacy=false"]);
                 append = format!("console=ttyAMA0 {append}");
             }
         }
@@ -127,7 +133,13 @@ impl VmConfig {
         } else {
             ("virtio-blk-pci", "vhost-user-vsock-pci")
         };
-        for (i, d) in self.drives.iter().enumerate() {
+        // `virt` hands its virtio-mmio slots out from the top and Linux names disks from the
+        // bottom, so there the last `-device` is vda: add them in reverse to keep vda first.
+        let mut drives: Vec<_> = self.drives.iter().enumerate().collect();
+        if self.machine == Machine::Virt {
+            drives.reverse();
+        }
+        for (i, d) in drives {
             c.args(["-drive", &format!("id=d{i},file={},format=raw,if=none,readonly=on", d.display())]);
             c.args(["-device", &format!("{blk},drive=d{i}")]);
         }

@@ -23,6 +23,10 @@ fn aarch64_guest_reaches_the_agent_and_runs_commands() {
     assert!(c.probe().unwrap().protocol >= 5);
     let out = c.exec(&ExecRequest::new(["/bin/sh", "-c", "zcat /proc/config.gz | grep -c '^CONFIG_VIRTIO_VSOCKETS=y'; cat /sys/devices/system/cpu/online"]), None).unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "1\n0-1\n");
+    // The machine the runtime's HVF device tree describes (docs/KERNEL.md, "The runtime's
+    // aarch64 device tree"): a GICv3 and no seeds in /chosen (so no KASLR), PSCI by HVC.
+    let out = c.exec(&ExecRequest::new(["/bin/sh", "-c", "grep -q GICv3 /proc/interrupts && echo gicv3; ls /proc/device-tree/chosen | grep -c seed; cat /proc/device-tree/psci/method"]), None).unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim_end_matches('\0'), "gicv3\n0\nhvc", "{out:?}");
     // A clean boot log: no WARN, BUG, oops or page-attribute complaint.
     let out = c.exec(&ExecRequest::new(["/bin/sh", "-c", "dmesg"]), None).unwrap();
     let dmesg = String::from_utf8_lossy(&out.stdout);

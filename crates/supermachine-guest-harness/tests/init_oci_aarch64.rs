@@ -77,6 +77,10 @@ fn aarch64_runtime_delta_layer() {
     // What else the runtime's init mounts and makes (issue 26, item 7).
     let out = c.exec(&ExecRequest::new(["/bin/sh", "-c", "grep -c ' /sys/fs/cgroup cgroup2 ' /proc/mounts; grep ' /dev/shm ' /proc/mounts | grep -c size=65536k; stat -c %a /tmp/.X11-unix /run/dbus"]), None).unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "1\n1\n1777\n755\n");
+    // The runtime attaches the image first and the delta after it: vda is the (larger) image
+    // layer, vdb the delta (the harness reverses `virt`'s slot order to match).
+    let out = c.exec(&ExecRequest::new(["/bin/sh", "-c", "test $(cat /sys/block/vda/size) -gt $(cat /sys/block/vdb/size) && echo image-is-vda"]), None).unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "image-is-vda\n");
     // The runtime's smnet0 for glibc's AI_ADDRCONFIG (issue 26, item 4).
     let out = c.exec(&ExecRequest::new(["/bin/busybox", "ip", "-4", "-o", "addr", "show", "smnet0"]), None).unwrap();
     let text = String::from_utf8_lossy(&out.stdout);

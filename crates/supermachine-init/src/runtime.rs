@@ -105,6 +105,24 @@ pub fn layer_config(file: Option<ImageConfig>, delta: &DeltaFiles, served_env: &
     Some(c)
 }
 
+/// The runtime's init runs `/bin/sh` when its cmd file is empty or missing: an image whose
+/// config (after the delta files) names no Entrypoint and no Cmd gets that Cmd here.
+pub fn default_shell(image: &mut Option<ImageConfig>) {
+    let c = image.get_or_insert_with(ImageConfig::default);
+    if c.entrypoint.as_ref().is_none_or(|e| e.is_empty()) && c.cmd.as_ref().is_none_or(|e| e.is_empty()) {
+        c.entrypoint = None;
+        c.cmd = Some(vec![DEFAULT_SHELL.to_string()]);
+    }
+}
+
+/// What [`default_shell`] runs.
+pub const DEFAULT_SHELL: &str = "/bin/sh";
+
+/// In the runtime's mode every process PID 1 starts has this set to `1`: the runtime's init
+/// re-execs itself with it as its whole environment after its first pass (and it marks the
+/// kernel-cache pause as done), so the image's workloads and execs inherit it.
+pub const KCACHE_DONE_VAR: &str = "SUPERMACHINE_KCACHE_DONE";
+
 /// `/.supermachine-cmd`: one argument per line (`\n` or `\r` ends a line); leading blanks of a
 /// line are dropped and blank lines skipped, as the runtime's own init does.
 pub fn parse_cmd(text: &str) -> Vec<String> {
@@ -193,6 +211,20 @@ pub fn guest_stdio_to_console(value: Option<&str>) -> bool {
 mod tests {
     use super::*;
     use std::collections::HashMap;
+
+    #[test]
+    fn an_image_without_a_command_runs_the_shell() {
+        let mut none = None;
+        default_shell(&mut none);
+        assert_eq!(none.unwrap().cmd, Some(vec!["/bin/sh".to_string()]));
+        let mut empty = Some(ImageConfig { entrypoint: Some(vec![]), cmd: Some(vec![]), ..ImageConfig::default() });
+        default_shell(&mut empty);
+        assert_eq!(empty.as_ref().unwrap().cmd, Some(vec!["/bin/sh".to_string()]));
+        assert_eq!(empty.unwrap().entrypoint, None);
+        let mut given = Some(ImageConfig { entrypoint: Some(vec!["/app".into()]), ..ImageConfig::default() });
+        default_shell(&mut given);
+        assert_eq!(given.unwrap().cmd, None, "an Entrypoint alone is a command");
+    }
 
     #[test]
     fn cmd_file() {

@@ -51,13 +51,31 @@ pub fn boot() -> Result<Supervisor, Fatal> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => None,
         Err(e) => return Err(Fatal::new(Status::BadConfig, format!("cannot read {}: {e}", c.config_path))),
     };
-    let image = runtime::layer_config(file, &delta, &served_env);
+    let mut image = runtime::layer_config(file, &delta, &served_env);
+    if runtime_mode {
+        runtime::default_shell(&mut image);
+    }
     let label = if runtime_mode { format!("{} ({})", runtime::CMD_FILE, c.config_path) } else { c.config_path.clone() };
     let mut process = Process::resolve(image.as_ref(), &c.overrides, &label)?;
     let passwd = std::fs::read_to_string(in_root("/etc/passwd")).unwrap_or_default();
     let group = std::fs::read_to_string(in_root("/etc/group")).unwrap_or_default();
-    let ids = user::resolve(&process.user, &passwd, &group)
-        .map_err(|e| Fatal::new(Status::BadUser, format!("User {:?}: {e}", process.user)))?;
+    // In the runtime's mode a workload that cannot start ends as the runtime's init ends it (exit
+    // 126 for its user, 127 for its program) while PID 1 and the agent stay up for execs;
+    // elsewhere the boot fails with a status.
+    let mut cannot_start: Option<(i32, String)> = None;
+    let ids = match user::resolve(&process.user, &passwd, &group) {
+        Ok(ids) => Some(ids),
+        Err(e) if runtime_mode => {
+            cannot_start = Some((126, format!("unknown user {:?}: {e}", process.user)));
+            None
+        }
+        Err(e) => return Err(Fatal::new(Status::BadUser, format!("User {:?}: {e}", process.user))),
+    };
+    if runtime_mode && get_env(&process.env, runtime::KCACHE_DONE_VAR).is_none() {
+        // PID 1's environment in the runtime's init (it re-execs itself with it): every process
+        // it starts inherits it.
+        process.env.push(format!("{}=1", runtime::KCACHE_DONE_VAR));
+    }
     // The agent gets the workload's environment (image Env, the runtime's served env and
     // secrets), as the runtime's init hands PID 1's to its agent: every exec sees it. Its HOME is
     // root's unless the environment names one; the workload's comes from its user.
@@ -65,14 +83,19 @@ pub fn boot() -> Result<Supervisor, Fatal> {
     if get_env(&agent_env, "HOME").is_none() {
         agent_env.push("HOME=/root".into());
     }
-    if get_env(&process.env, "HOME").is_none() {
+    if let (None, Some(ids)) = (get_env(&process.env, "HOME"), &ids) {
         process.env.push(format!("HOME={}", ids.home));
     }
 
     mount_volumes(&c)?;
     network(&c);
-    let agent_path = match &c.agent {
-        Some(agent) => Some(place_agent(agent)?),
+    let agent_path = match c.agent.as_deref().map(place_agent) {
+        Some(Ok(path)) => Some(path),
+        Some(Err(f)) if runtime_mode => {
+            log!("exec-agent: {}: exec disabled", f.msg);
+            None
+        }
+        Some(Err(f)) => return Err(f),
         None => None,
     };
     mount_scratch_dirs()?;
@@ -88,8 +111,9 @@ pub fn boot() -> Result<Supervisor, Fatal> {
         cwd: cstr("/"),
         ids: None,
         quiet: false,
+        console_stdin: false,
     });
-    let mut sup = Supervisor::new(agent, c);
+    let mut sup = Supervisor::new(agent, c, runtime_mode);
     if let Some(spec) = &sup.agent_spec {
         let pid = spawn(spec).map_err(|e| Fatal::new(Status::Agent,
             format!("cannot start the agent {}: {}: {}", spec.path.to_string_lossy(), e.step, e.err)))?;
@@ -106,24 +130,41 @@ pub fn boot() -> Result<Supervisor, Fatal> {
     mount_delta_volumes(&delta.volumes);
 
     if !Path::new(&process.cwd).is_dir() {
-        std::fs::create_dir_all(&process.cwd)
-            .map_err(|e| Fatal::new(Status::BadWorkdir, format!("WorkingDir {}: {e}", process.cwd)))?;
+        if runtime_mode {
+            // The runtime's init logs a failed chdir and runs the workload in `/`.
+            log!("chdir({}): not a directory in the image; the workload runs in /", process.cwd);
+            process.cwd = "/".into();
+        } else {
+            std::fs::create_dir_all(&process.cwd)
+                .map_err(|e| Fatal::new(Status::BadWorkdir, format!("WorkingDir {}: {e}", process.cwd)))?;
+        }
     }
     let argv0 = &process.args[0];
     let path_env = get_env(&process.env, "PATH").unwrap_or(DEFAULT_PATH);
     let program = find_program(argv0, path_env, |p| {
         let full = if p.starts_with('/') { p.to_string() } else { format!("{}/{p}", process.cwd) };
         is_exec(&full)
-    }).ok_or_else(|| Fatal::new(Status::EntrypointExec,
-        format!("entrypoint {argv0:?} not found or not executable in the image (PATH={path_env})")))?;
+    });
+    let not_found = || format!("entrypoint {argv0:?} not found or not executable in the image (PATH={path_env})");
+    let program = match program {
+        Some(p) => p,
+        None if runtime_mode => {
+            cannot_start.get_or_insert_with(|| (127, not_found()));
+            String::new()
+        }
+        None => return Err(Fatal::new(Status::EntrypointExec, not_found())),
+    };
     let quiet = runtime_mode && !runtime::guest_stdio_to_console(get_env(&process.env, "SUPERMACHINE_GUEST_STDIO"));
     let workload = Spawn {
         path: cstr(&program),
         argv: process.args.iter().map(|a| cstr(a)).collect(),
         envp: process.env.iter().map(|e| cstr(e)).collect(),
         cwd: cstr(&process.cwd),
-        ids: Some(ids.clone()),
+        ids: ids.clone(),
         quiet,
+        // The runtime's init gives a workload whose output goes to the console the console as
+        // stdin too.
+        console_stdin: runtime_mode && !quiet,
     };
     // The runtime's pre-exec snapshot trigger.
     log!("workload-pre-exec");
@@ -132,15 +173,30 @@ pub fn boot() -> Result<Supervisor, Fatal> {
     } else if runtime_mode {
         std::thread::sleep(Duration::from_millis(250));
     }
-    let pid = spawn(&workload).map_err(|e| {
-        let status = if e.step == "chdir" { Status::BadWorkdir } else { Status::EntrypointExec };
-        Fatal::new(status, format!("cannot start entrypoint {program:?}: {}: {}", e.step, e.err))
-    })?;
+    if let Some((code, why)) = cannot_start {
+        log!("error: {why}");
+        sup.workload_ended(code);
+        return Ok(sup);
+    }
+    let pid = match spawn(&workload) {
+        Ok(pid) => pid,
+        Err(e) => {
+            let why = format!("cannot start entrypoint {program:?}: {}: {}", e.step, e.err);
+            if runtime_mode {
+                log!("error: {why}");
+                sup.workload_ended(127);
+                return Ok(sup);
+            }
+            let status = if e.step == "chdir" { Status::BadWorkdir } else { Status::EntrypointExec };
+            return Err(Fatal::new(status, why));
+        }
+    };
     sup.workload = Some(pid);
     if let Err(e) = std::fs::write(WORKLOAD_PID_FILE, format!("{pid}\n")) {
         log!("warning: cannot write {WORKLOAD_PID_FILE}: {e}");
     }
-    log!("entrypoint started: pid {pid}, uid {} gid {}, cwd {}{}: {:?}", ids.uid, ids.gid, process.cwd,
+    let (uid, gid) = ids.as_ref().map_or((0, 0), |i| (i.uid, i.gid));
+    log!("entrypoint started: pid {pid}, uid {uid} gid {gid}, cwd {}{}: {:?}", process.cwd,
                  if quiet { ", stdout/stderr /dev/null (SUPERMACHINE_GUEST_STDIO unset)" } else { "" }, process.args);
     Ok(sup)
 }

@@ -22,13 +22,17 @@ pub struct Spawn {
     pub ids: Option<Ids>,
     /// stdout/stderr to /dev/null (the runtime's default for the workload).
     pub quiet: bool,
+    /// stdin is the console (fd 0) instead of /dev/null.
+    pub console_stdin: bool,
 }
 
-/// Forks and execs `s` (stdin on /dev/null); a child that failed to start is waited for here.
+/// Forks and execs `s` (stdin on /dev/null unless `console_stdin`); a child that failed to start
+/// is waited for here.
 pub fn spawn(s: &Spawn) -> Result<libc::pid_t, SpawnError> {
     let null = super::mounts::open_device(c"/dev/null").ok();
     let stdio = match &null {
         Some(n) if s.quiet => Stdio::Fds([n.as_raw_fd(); 3]),
+        Some(_) if s.console_stdin => Stdio::Fds([0, 1, 2]),
         Some(n) => Stdio::Fds([n.as_raw_fd(), 1, 2]),
         None => Stdio::Fds([0, 1, 2]),
     };

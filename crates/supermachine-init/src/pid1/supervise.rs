@@ -1,5 +1,6 @@
 //! PID 1 after boot: forwards signals to the workload, reaps every child, restarts the agent,
-//! and powers off on SIGTERM/SIGPWR (after the stop grace) or when the workload ends with
+//! and powers off on SIGTERM/SIGPWR (after the stop grace; not in the supervisor runtime's mode,
+//! where they are only forwarded, as its init does) or when the workload ends with
 //! `sm.on_exit=poweroff`.
 
 use super::spawn::{spawn, Spawn};
@@ -8,17 +9,29 @@ use std::time::{Duration, Instant};
 use supermachine_init::cmdline::{Cmdline, OnExit};
 use supermachine_init::{Status, WORKLOAD_PID_FILE};
 
-/// Signals PID 1 waits for: the first five are forwarded to the workload; SIGTERM/SIGPWR stop.
-const FORWARDED: [libc::c_int; 5] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGUSR1, libc::SIGUSR2];
-pub const HANDLED: [libc::c_int; 7] = [libc::SIGCHLD, libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGUSR1, libc::SIGUSR2, libc::SIGPWR];
+/// Signals forwarded to the workload: every one a process can be sent and catch, as the
+/// runtime's init forwards, except SIGCHLD (PID 1's own), the synchronous fault signals (ILL,
+/// TRAP, BUS, FPE, SEGV: blocked, a fault of PID 1's own would kill it) and SIGPIPE (PID 1's own
+/// writes to a closed vsock would queue one for the workload; Rust ignores it in PID 1).
+const FORWARDED: [libc::c_int; 22] = [
+    libc::SIGHUP, libc::SIGINT, libc::SIGQUIT, libc::SIGABRT, libc::SIGUSR1, libc::SIGUSR2, libc::SIGALRM,
+    libc::SIGTERM, libc::SIGSTKFLT, libc::SIGCONT, libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU, libc::SIGURG,
+    libc::SIGXCPU, libc::SIGXFSZ, libc::SIGVTALRM, libc::SIGPROF, libc::SIGWINCH, libc::SIGIO, libc::SIGPWR,
+    libc::SIGSYS,
+];
 
-/// The [`HANDLED`] signals as a set.
+/// Signals PID 1 takes with sigtimedwait: SIGCHLD and the [`FORWARDED`] ones.
+pub fn handled() -> impl Iterator<Item = libc::c_int> {
+    std::iter::once(libc::SIGCHLD).chain(FORWARDED)
+}
+
+/// The [`handled`] signals as a set.
 pub fn handled_set() -> libc::sigset_t {
     // SAFETY: sigset_t is plain old data; sigemptyset below initialises it properly.
     let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
     // SAFETY: `set` is a valid sigset_t to write.
     unsafe { libc::sigemptyset(&mut set) };
-    for s in HANDLED {
+    for s in handled() {
         // SAFETY: as above.
         unsafe { libc::sigaddset(&mut set, s) };
     }
@@ -27,10 +40,10 @@ pub fn handled_set() -> libc::sigset_t {
 
 extern "C" fn on_signal(_: libc::c_int) {}
 
-/// Blocks the [`HANDLED`] signals (the supervisor takes them with sigtimedwait) and gives them
+/// Blocks the [`handled`] signals (the supervisor takes them with sigtimedwait) and gives them
 /// a no-op handler (a default-ignored SIGCHLD would otherwise never be queued).
 pub fn take_signals() {
-    for s in HANDLED {
+    for s in handled() {
         // SAFETY: `on_signal` is an extern "C" fn that does nothing: async-signal-safe.
         unsafe { libc::signal(s, on_signal as *const () as libc::sighandler_t) };
     }
@@ -47,6 +60,9 @@ pub struct Supervisor {
     pub agent_restart_at: Option<Instant>,
     pub stop_deadline: Option<Instant>,
     pub cmdline: Cmdline,
+    /// The supervisor runtime's mode (a delta layer): SIGTERM/SIGPWR to PID 1 are forwarded
+    /// only; the host ends the VM.
+    pub runtime_mode: bool,
 }
 
 fn describe(status: libc::c_int) -> String {
@@ -66,8 +82,9 @@ fn kill(pid: libc::pid_t, sig: libc::c_int) {
 
 impl Supervisor {
     /// A supervisor with no children yet.
-    pub fn new(agent_spec: Option<Spawn>, cmdline: Cmdline) -> Supervisor {
-        Supervisor { workload: None, agent: None, agent_spec, agent_restarts: 0, agent_restart_at: None, stop_deadline: None, cmdline }
+    pub fn new(agent_spec: Option<Spawn>, cmdline: Cmdline, runtime_mode: bool) -> Supervisor {
+        Supervisor { workload: None, agent: None, agent_spec, agent_restarts: 0, agent_restart_at: None, stop_deadline: None,
+                     cmdline, runtime_mode }
     }
 
     pub fn run(mut self) -> ! {
@@ -77,7 +94,7 @@ impl Supervisor {
             // SAFETY: reads `set` and `ts`; a null siginfo pointer is allowed.
             let sig = unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &ts) };
             match sig {
-                libc::SIGTERM | libc::SIGPWR if self.stop_deadline.is_none() => self.stop(),
+                libc::SIGTERM | libc::SIGPWR if !self.runtime_mode && self.stop_deadline.is_none() => self.stop(),
                 s if FORWARDED.contains(&s) => {
                     if let Some(pid) = self.workload {
                         kill(pid, s);
@@ -119,6 +136,16 @@ impl Supervisor {
         }
     }
 
+    /// The workload is over with exit `code` (also one that never started): PID 1 parks,
+    /// keeping the agent, unless `sm.on_exit=poweroff`.
+    pub fn workload_ended(&mut self, code: i32) {
+        log!("parking PID 1 (exit={code})");
+        if self.cmdline.on_exit == OnExit::Poweroff && self.stop_deadline.is_none() {
+            log!("powering off (sm.on_exit=poweroff)");
+            shutdown(Status::Ok);
+        }
+    }
+
     fn reap(&mut self) {
         loop {
             let mut status = 0;
@@ -132,11 +159,7 @@ impl Supervisor {
                 let _ = std::fs::remove_file(WORKLOAD_PID_FILE);
                 log!("entrypoint pid {pid} {}", describe(status));
                 let code = if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { 128 + libc::WTERMSIG(status) };
-                log!("parking PID 1 (exit={code})");
-                if self.cmdline.on_exit == OnExit::Poweroff && self.stop_deadline.is_none() {
-                    log!("powering off (sm.on_exit=poweroff)");
-                    shutdown(Status::Ok);
-                }
+                self.workload_ended(code);
             } else if Some(pid) == self.agent {
                 self.agent = None;
                 log!("agent pid {pid} {}", describe(status));
