@@ -7,8 +7,9 @@
 # the quick tier of the image conformance test (images the supermachine runtime's own code
 # bakes, our kernel and the published one; both arches and the full trees:
 # `scripts/image-test.sh --arch all --tier full`), and guest networking (TSI) through the
-# runtime's own host muxer (`scripts/tsi-test.sh`; both arches: `--arch all`), and the x86_64
-# kernel booted through the runtime's own KVM loader (`scripts/kvm-entry-test.sh`).
+# runtime's own host muxer (`scripts/tsi-test.sh`; both arches: `--arch all`), the Rosetta path
+# on aarch64 (`scripts/rosetta-test.sh`), and the x86_64 kernel booted through the runtime's own
+# KVM loader (`scripts/kvm-entry-test.sh`).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -32,6 +33,8 @@ if [ "$(id -u)" != 0 ]; then
     echo "NOTE: not root: the *_as_root tests are skipped"
     test_args+=(--skip _as_root)
 fi
+# The Rosetta test needs an interpreter fetched by scripts/rosetta-test.sh (below).
+test_args+=(--skip aarch64_rosetta_runs_an_amd64_program)
 echo "==> cargo test --workspace -- ${test_args[*]}"
 case " $* " in
     *" -- "*) cargo test --workspace --locked "$@" "${test_args[@]}" ;;
@@ -60,6 +63,15 @@ elif [ "${CI:-}" = true ]; then
     exit 1
 else
     echo "NOTE: not root: scripts/tsi-test.sh skipped (it makes a network namespace)"
+fi
+echo "==> the Rosetta path on aarch64: virtio-fs share, binfmt_misc, an amd64 program (scripts/rosetta-test.sh)"
+if [ "$(id -u)" = 0 ]; then
+    scripts/rosetta-test.sh
+elif [ "${CI:-}" = true ]; then
+    echo "CI=true: scripts/rosetta-test.sh needs root (QEMU's virtiofsd)" >&2
+    exit 1
+else
+    echo "NOTE: not root: scripts/rosetta-test.sh skipped (QEMU's virtiofsd needs root)"
 fi
 echo "==> the x86_64 kernel through the runtime's own KVM loader (scripts/kvm-entry-test.sh)"
 scripts/kvm-entry-test.sh

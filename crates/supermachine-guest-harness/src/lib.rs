@@ -14,6 +14,7 @@ pub mod oci;
 pub mod qemu;
 pub mod rootfs;
 pub mod tsi;
+pub mod virtiofs;
 pub mod vsock;
 
 use std::path::PathBuf;

@@ -8,7 +8,7 @@
 use crate::cpio::Archive;
 use crate::payloads::GuestPayloads;
 use crate::qemu::{Vm, VmConfig};
-use crate::{rootfs, vsock};
+use crate::{rootfs, virtiofs, vsock};
 use std::io::{self, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
@@ -108,6 +108,8 @@ pub struct OciOptions {
     pub extra_cmdline: String,
     /// Guest RAM in MiB.
     pub mem_mib: u32,
+    /// Host folders shared with virtio-fs: (tag, folder), served by [`crate::virtiofs`] (root).
+    pub virtiofs: Vec<(String, PathBuf)>,
 }
 
 impl Default for OciOptions {
@@ -120,7 +122,8 @@ impl OciOptions {
     /// Defaults (agent in the image, vsock, 256 MiB) for `payloads`.
     pub fn for_payloads(payloads: GuestPayloads) -> Self {
         OciOptions { payloads, config: None, files: Vec::new(), agent: true, image: true, vsock: true,
-                     delta: None, delta_agent: false, env_json: None, extra_cmdline: String::new(), mem_mib: 256 }
+                     delta: None, delta_agent: false, env_json: None, extra_cmdline: String::new(), mem_mib: 256,
+                     virtiofs: Vec::new() }
     }
 }
 
@@ -164,6 +167,7 @@ pub struct OciGuest {
     pub vm: Vm,
     backend: Option<vsock::Backend>,
     _env: Option<EnvService>,
+    _shares: Vec<virtiofs::Share>,
     _dir: tempfile::TempDir,
 }
 
@@ -210,8 +214,11 @@ impl OciGuest {
             _ => None,
         };
         cfg.vhost_user_vsock = backend.as_ref().map(|b| b.vhost_socket().to_path_buf());
+        let shares = opts.virtiofs.iter().map(|(tag, src)| virtiofs::Share::start(dir.path(), tag, src))
+            .collect::<io::Result<Vec<_>>>()?;
+        cfg.vhost_user_fs = shares.iter().map(|s| (s.tag.clone(), s.socket().to_path_buf())).collect();
         let vm = Vm::spawn(&cfg)?;
-        Ok(OciGuest { vm, backend, _env: env, _dir: dir })
+        Ok(OciGuest { vm, backend, _env: env, _shares: shares, _dir: dir })
     }
 
     /// The agent client (needs `vsock: true`).
@@ -233,6 +240,9 @@ impl OciGuest {
         loop {
             match prober.exec(&probe, None) {
                 Ok(out) if out.status.success() => return Ok(self.client()),
+                _ if self.vm.has_exited() => {
+                    return Err(format!("QEMU exited before the agent answered; console:\n{}", self.vm.console_text()));
+                }
                 _ if Instant::now() > deadline => {
                     return Err(format!("agent not ready after {timeout:?}; console:\n{}", self.vm.console_text()));
                 }

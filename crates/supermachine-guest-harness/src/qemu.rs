@@ -76,6 +76,8 @@ pub struct VmConfig {
     pub drives: Vec<PathBuf>,
     /// A vhost-user vsock backend socket (vhost-device-vsock) to attach.
     pub vhost_user_vsock: Option<PathBuf>,
+    /// virtio-fs shares: (tag, vhost-user socket of its daemon, see [`crate::virtiofs`]).
+    pub vhost_user_fs: Vec<(String, PathBuf)>,
     /// `tsc_early_khz=` for microvm guests (default [`TSC_EARLY_KHZ`]); the boot profiler sets the
     /// host's TSC rate (wall-clock printk times) or 1 GHz (`-icount shift=0`: 1 tick per virtual ns).
     pub tsc_khz: Option<u32>,
@@ -87,7 +89,8 @@ impl VmConfig {
     /// A config with defaults: 128 MiB, 1 vCPU, no disks.
     pub fn new(machine: Machine, kernel: impl Into<PathBuf>) -> Self {
         VmConfig { machine, kernel: kernel.into(), initrd: None, append: String::new(), mem_mib: 128,
-                   cpus: 1, drives: Vec::new(), vhost_user_vsock: None, tsc_khz: None, extra_args: Vec::new() }
+                   cpus: 1, drives: Vec::new(), vhost_user_vsock: None, vhost_user_fs: Vec::new(), tsc_khz: None,
+                   extra_args: Vec::new() }
     }
 
     /// The full QEMU command line.
@@ -95,7 +98,7 @@ impl VmConfig {
         let mut c = Command::new(self.machine.binary());
         let mem = format!("{}M", self.mem_mib);
         // vhost-user needs guest RAM in a shared memfd of exactly -m bytes.
-        let shared_mem = self.vhost_user_vsock.is_some();
+        let shared_mem = self.vhost_user_vsock.is_some() || !self.vhost_user_fs.is_empty();
         let membackend = if shared_mem { ",memory-backend=mem" } else { "" };
         let mut append = self.append.clone();
         match self.machine {
@@ -147,6 +150,11 @@ impl VmConfig {
             c.args(["-chardev", &format!("socket,id=vsc,path={}", sock.display())]);
             c.args(["-device", &format!("{vsock},chardev=vsc")]);
         }
+        let fs = if self.machine.is_mmio() { "vhost-user-fs-device" } else { "vhost-user-fs-pci" };
+        for (i, (tag, sock)) in self.vhost_user_fs.iter().enumerate() {
+            c.args(["-chardev", &format!("socket,id=fs{i},path={}", sock.display())]);
+            c.args(["-device", &format!("{fs},chardev=fs{i},tag={tag}")]);
+        }
         c.args(["-nodefaults", "-no-reboot", "-display", "none", "-serial", "stdio"]);
         c.args(&self.extra_args);
         c
@@ -178,9 +186,10 @@ impl Vm {
         if cfg.machine == Machine::Virt && !cfg.extra_args.iter().any(|a| a == "-dtb") {
             let dir = tempfile::tempdir()?;
             let dtb = dir.path().join("virt.dtb");
-            // Disks and vsock sit behind virtio-mmio slots the DTB lists either way; leaving
-            // them out keeps the dump from opening the disk files or the vsock backend's socket.
-            let probe = VmConfig { drives: Vec::new(), vhost_user_vsock: None, ..cfg.clone() };
+            // Disks, vsock and virtio-fs sit behind virtio-mmio slots the DTB lists either way;
+            // leaving them out keeps the dump from opening the disk files or the backends'
+            // sockets (QEMU's virtiofsd serves one connection, then exits).
+            let probe = VmConfig { drives: Vec::new(), vhost_user_vsock: None, vhost_user_fs: Vec::new(), ..cfg.clone() };
             crate::dtb::write_compact_virt_dtb(probe.command(), &dtb).map_err(std::io::Error::other)?;
             cmd.arg("-dtb").arg(&dtb);
             dtb_dir = Some(dir);

@@ -60,8 +60,8 @@ fn aarch64_runtime_delta_layer() {
     let delta = vec![ImageFile::new("/.supermachine-cmd", "/bin/workload\nfrom-delta\n"),
                      ImageFile::new("/.supermachine-workdir", "/work\n")];
     let env = r#"{"env":{"GREETING":"served","SUPERMACHINE_GUEST_STDIO":"1"},"secrets":{}}"#;
-    let o = OciOptions { files: vec![workload()], agent: false, delta: Some(delta), delta_agent: true,
-                         env_json: Some(env.into()), ..opts() };
+    let o = OciOptions { files: vec![workload(), ImageFile::new("/work/.keep", "")], agent: false, delta: Some(delta),
+                         delta_agent: true, env_json: Some(env.into()), ..opts() };
     let g = OciGuest::boot(&o).expect("boot");
     g.vm.wait_for("@@ hello", BOOT).unwrap_or_else(|e| panic!("{e}"));
     let console = g.vm.console_text();
@@ -102,4 +102,44 @@ fn aarch64_bad_config_powers_off() {
     assert!(console.contains("init-oci: exit status 30"), "{console}");
     assert!(st.success(), "qemu status {st:?}");
     assert_no_panic(&g);
+}
+
+/// In the runtime's mode a workload that cannot start ends as the runtime's init ends it (126 for
+/// an unknown user, 127 for a missing program) and the VM stays up with a working agent; execs
+/// carry `SUPERMACHINE_KCACHE_DONE=1`; SIGTERM to PID 1 is forwarded, not a power-off (issue 26,
+/// item 6).
+#[test]
+#[ignore = "needs qemu-system-aarch64, mksquashfs, vhost-device-vsock (scripts/test.sh runs it)"]
+fn aarch64_runtime_mode_keeps_the_vm_usable() {
+    require_tools(&["qemu-system-aarch64", "mksquashfs", "vhost-device-vsock"]);
+    let cases = [("/bin/no-such-program\n", None, "parking PID 1 (exit=127)"),
+                 ("/bin/sleep\n3600\n", Some("nobody-here"), "parking PID 1 (exit=126)"),
+                 ("/bin/sleep\n3600\n", None, "")];
+    for (cmd, user, parked) in cases {
+        // A workdir the image lacks: logged, the workload runs in `/` (the runtime's rule).
+        let mut delta = vec![ImageFile::new("/.supermachine-cmd", cmd), ImageFile::new("/.supermachine-workdir", "/missing\n")];
+        if let Some(u) = user {
+            delta.push(ImageFile::new("/.supermachine-user", u));
+        }
+        let o = OciOptions { agent: false, delta: Some(delta), delta_agent: true, ..opts() };
+        let mut g = OciGuest::boot(&o).expect("boot");
+        let c = g.wait_agent(BOOT).unwrap_or_else(|e| panic!("{e}"));
+        if !parked.is_empty() {
+            g.vm.wait_for(parked, BOOT).unwrap_or_else(|e| panic!("{cmd:?} {user:?}: {e}"));
+        }
+        let out = c.exec(&ExecRequest::new(["/bin/sh", "-c", "echo $SUPERMACHINE_KCACHE_DONE"]), None).unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "1\n", "{cmd:?} {user:?}");
+        if parked.is_empty() {
+            // SIGTERM to PID 1 reaches the workload (sleep dies of it) and the VM stays up.
+            let _ = c.exec(&ExecRequest::new(["/bin/kill", "-TERM", "1"]), None);
+            g.vm.wait_for("parking PID 1 (exit=143)", BOOT).unwrap_or_else(|e| panic!("{e}"));
+            let out = c.exec(&ExecRequest::new(["/bin/true"]), None).unwrap();
+            assert!(out.status.success() && !g.vm.has_exited(), "the VM went down after SIGTERM to PID 1");
+        }
+        let console = g.vm.console_text();
+        assert!(console.contains("init-oci: chdir(/missing): not a directory in the image; the workload runs in /"), "{console}");
+        assert!(!console.contains("exit status"), "init-oci powered off:\n{console}");
+        assert_no_panic(&g);
+        let _ = g.vm.wait_exit(Duration::from_millis(1));
+    }
 }

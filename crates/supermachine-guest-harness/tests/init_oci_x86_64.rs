@@ -173,6 +173,8 @@ fn runtime_delta_layer_files_and_env_service() {
         echo @@ ready\nwhile true; do sleep 1 & wait $!; done\n";
     let mut files = users();
     files.push(ImageFile { path: "/bin/delta-workload".into(), data: workload.into(), mode: 0o755 });
+    // The workdir exists in the image (the runtime's init does not create a missing one).
+    files.push(ImageFile::new("/srv/delta/.keep", ""));
     let delta = vec![
         ImageFile::new("/.supermachine-cmd", "/bin/delta-workload\nfirst arg\nsecond\n"),
         ImageFile::new("/.supermachine-workdir", "/srv/delta\n"),

@@ -7,6 +7,7 @@
 pub mod cmdline;
 pub mod config;
 pub mod process;
+pub mod rosetta;
 pub mod runtime;
 pub mod user;
 

@@ -1,7 +1,8 @@
 //! The PID-1 half of init-oci, one job per module: `mounts` (API file systems, volumes, switch
 //! root), `layers` (finding and stacking the image layers), `spawn` (starting the agent and the
 //! entrypoint), `supervise` (signals, reaping, restarts, power-off), `runtime_io` (what the
-//! supermachine runtime exchanges with us: clock, pause points, served env, network files) and
+//! supermachine runtime exchanges with us: clock, pause points, served env, network files),
+//! `rosetta` (linux/amd64 images on Apple Silicon) and
 //! `boot` (the order of it all).
 
 /// `log!("fmt", args...)`: one `init-oci: ...` line on the console (the arguments are formatted
@@ -15,6 +16,7 @@ macro_rules! log {
 pub mod boot;
 pub mod layers;
 pub mod mounts;
+pub mod rosetta;
 pub mod runtime_io;
 pub mod spawn;
 pub mod supervise;
