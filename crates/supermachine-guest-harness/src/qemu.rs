@@ -174,6 +174,18 @@ pub struct Vm {
     console: Arc<(Mutex<Console>, Condvar)>,
     /// The compact DTB of an arm64 guest (see [`crate::dtb`]), removed after QEMU.
     _dtb_dir: Option<tempfile::TempDir>,
+    /// Guest-physical address of the first byte of RAM.
+    ram_base: u64,
+}
+
+impl Machine {
+    /// Where guest RAM starts: QEMU `virt` maps it at 1 GiB, the x86 machines at 0.
+    pub fn ram_base(self) -> u64 {
+        match self {
+            Machine::Virt => 0x4000_0000,
+            _ => 0,
+        }
+    }
 }
 
 impl Vm {
@@ -226,7 +238,22 @@ impl Vm {
                 }
             });
         }
-        Ok(Vm { child, started, console, _dtb_dir: dtb_dir })
+        Ok(Vm { child, started, console, _dtb_dir: dtb_dir, ram_base: cfg.machine.ram_base() })
+    }
+
+    /// Writes `bytes` at guest-physical address `gpa` straight into guest RAM while the guest
+    /// runs, as a VMM writes its guest's memory (the supermachine runtime's direct smpark unpark
+    /// does). Needs RAM in QEMU's shared memfd, which a vhost-user device (vsock, virtio-fs)
+    /// brings; only below any RAM hole (small guests).
+    pub fn write_guest_phys(&self, gpa: u64, bytes: &[u8]) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let fds = std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))?;
+        let memfd = fds.flatten().map(|e| e.path())
+            .find(|p| std::fs::read_link(p).is_ok_and(|t| t.to_string_lossy().starts_with("/memfd:mem")))
+            .ok_or_else(|| std::io::Error::other("QEMU has no memfd guest RAM (boot with a vhost-user device)"))?;
+        let offset = gpa.checked_sub(self.ram_base)
+            .ok_or_else(|| std::io::Error::other(format!("{gpa:#x} is below guest RAM ({:#x})", self.ram_base)))?;
+        std::fs::OpenOptions::new().write(true).open(memfd)?.write_all_at(bytes, offset)
     }
 
     /// Waits until a console line contains `marker`; returns the time since launch it arrived.
