@@ -4,7 +4,7 @@ chart of the boot-time breakdown. Standard library only.
 
     report.py --parts DIR --out DIR [--docs DIR] [--quick 0|1] [--runs k=v,...] [--upstream V] [--repo DIR]
 """
-import argparse, datetime, glob, json, os, platform, shutil, subprocess
+import argparse, datetime, glob, json, os, platform, shutil, subprocess, sys
 from html import escape
 
 ap = argparse.ArgumentParser()
@@ -387,6 +387,14 @@ for n in notes:
 print(f"\nJSON: {os.path.join(a.out, 'results.json')}; report: {os.path.join(a.out, 'BENCHMARKS.md')}")
 if a.docs:
     shutil.copy(os.path.join(a.out, "BENCHMARKS.md"), os.path.join(a.docs, "BENCHMARKS.md"))
+    # The figures the README's table is drawn from (scripts/bench/readme_table.py checks it).
+    slim = {k: res[k] for k in ("upstream_version", "meta", "table", "figures")}
+    with open(os.path.join(a.docs, "bench-results.json"), "w") as f:
+        json.dump(slim, f, indent=1, ensure_ascii=False)
+        f.write("\n")
+    subprocess.run([sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "readme_table.py"),
+                    "--write", "--results", os.path.join(a.docs, "bench-results.json"),
+                    "--readme", os.path.join(a.repo, "README.md")], check=True)
     if svg_text:
         shutil.copy(os.path.join(a.out, "bench-boot.svg"), os.path.join(a.docs, "bench-boot.svg"))
     print(f"wrote {a.docs}/BENCHMARKS.md" + (" and bench-boot.svg" if svg_text else ""))

@@ -68,7 +68,10 @@ impl Arch {
                     .upstream(&["SUPERMACHINE_X86_BUSYBOX_PATH"]),
                 AssetSpec::new("supermachine-agent", "SUPERMACHINE_AGENT", "supermachine-agent", "AGENT", elf, true)
                     .upstream(&["SUPERMACHINE_X86_AGENT_PATH"]),
-                AssetSpec::new("init-oci", "INIT_OCI", "init-oci", "INIT_OCI", elf, true),
+                // The published x86_64 crate ships no init-oci; the name follows its pattern,
+                // which the docs promise for every payload.
+                AssetSpec::new("init-oci", "INIT_OCI", "init-oci", "INIT_OCI", elf, true)
+                    .upstream(&["SUPERMACHINE_X86_INIT_OCI_PATH"]),
             ],
             Arch::Aarch64 => vec![
                 AssetSpec::new("kernel", "KERNEL", "Image", "KERNEL", Format::Arm64Image, false),
@@ -149,6 +152,7 @@ pub fn run(arch: Arch) -> Result<(), String> {
         .map_err(|e| format!("cannot read the payload manifest {}: {e}", manifest_path.display()))?;
     let entries = manifest::parse(&manifest_text).map_err(|e| format!("{}: {e}", manifest_path.display()))?;
 
+    warn_retired_overrides();
     let specs = arch.assets();
     let jobs: Vec<_> = specs
         .into_iter()
@@ -182,6 +186,20 @@ pub fn run(arch: Arch) -> Result<(), String> {
     let kernel_entry = entries.iter().find(|e| e.name == "kernel");
     let code = generate(&prepared, kernel_entry, &payload_dir, &out_dir)?;
     write_file_atomic(&out_dir.join("payloads.rs"), code.as_bytes())
+}
+
+/// Override names the published crates honour for payloads we do not ship: set, they would be
+/// silently ignored, so the build says so.
+pub const RETIRED_OVERRIDES: [(&str, &str); 1] =
+    [("SUPERMACHINE_SMPARK_PATH", "smpark is built into the aarch64 kernel (there are no modules to load)")];
+
+fn warn_retired_overrides() {
+    for (var, why) in RETIRED_OVERRIDES {
+        println!("cargo:rerun-if-env-changed={var}");
+        if env::var_os(var).is_some() {
+            println!("cargo:warning={var} is set but ignored: {why}");
+        }
+    }
 }
 
 fn env_var(name: &str) -> Result<String, String> {
