@@ -26,5 +26,7 @@ pub mod manifest;
 pub mod fixtures;
 #[cfg(test)]
 mod payload_list_tests;
+#[doc(hidden)]
+pub mod testing;
 
 pub use extract::{extract_all_to, write_atomic, Asset};

@@ -11,8 +11,14 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// A repository file; `None` (after a visible skip, a failure under `CI=true`) where the sibling
+/// crates are not there, as in a packaged crate.
 fn read(rel: &str) -> Option<String> {
-    std::fs::read_to_string(repo().join(rel)).ok()
+    let text = std::fs::read_to_string(repo().join(rel)).ok();
+    if text.is_none() {
+        crate::testing::skip(&format!("{rel} is not here (a packaged crate has no sibling crates)"));
+    }
+    text
 }
 
 /// How a crate description names each payload.
@@ -30,7 +36,7 @@ fn described_as(name: &str) -> &'static str {
 fn manifests_list_exactly_the_asset_table() {
     for arch in Arch::ALL {
         let rel = format!("crates/{}/payload/manifest.toml", arch.crate_name());
-        let Some(text) = read(&rel) else { return }; // packaged crate: no sibling crates
+        let Some(text) = read(&rel) else { continue };
         let tables: BTreeSet<String> = manifest::parse(&text).unwrap().into_iter().map(|e| e.name).collect();
         let assets: BTreeSet<String> = arch.assets().iter().map(|a| a.name.to_string()).collect();
         assert_eq!(tables, assets, "{rel} and Arch::{arch:?}.assets() disagree");
@@ -41,7 +47,7 @@ fn manifests_list_exactly_the_asset_table() {
 fn arch_crates_expose_every_asset() {
     for arch in Arch::ALL {
         let rel = format!("crates/{}/src/lib.rs", arch.crate_name());
-        let Some(lib) = read(&rel) else { return };
+        let Some(lib) = read(&rel) else { continue };
         let cargo = read(&format!("crates/{}/Cargo.toml", arch.crate_name())).unwrap();
         let description = cargo.lines().find(|l| l.starts_with("description")).unwrap_or("");
         for a in arch.assets() {

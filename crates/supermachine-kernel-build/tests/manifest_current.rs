@@ -10,7 +10,7 @@ fn payload_manifests_are_current() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let script = root.join("scripts/lib/payload.py");
     if !script.exists() {
-        return; // packaged crate: the recipes are not shipped
+        return supermachine_kernel_build::testing::skip("scripts/lib/payload.py is not here (a packaged crate ships no recipes)");
     }
     // python3 is a prerequisite of the repository's scripts: missing it is a failure, not a skip.
     let out = Command::new("python3").arg(&script).arg("check").current_dir(&root).output()

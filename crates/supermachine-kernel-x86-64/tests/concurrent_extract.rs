@@ -4,8 +4,8 @@
 //! The folder starts with the temp files a killed extractor leaves behind
 //! (`.bzImage.<pid>.<n>.<nanos>.tmp`, issue 11 item 9): the 16 racing sweepers remove them.
 //!
-//! The child processes are this test binary itself, re-run with a filter that selects
-//! `child_extracts_when_asked` and an environment variable naming the folder.
+//! The child processes are this test binary itself, re-run with a filter that selects this same
+//! test and an environment variable naming the folder, which makes the test play the child.
 
 use sha2::{Digest, Sha256};
 use std::fs;
@@ -28,10 +28,8 @@ fn mode(p: &Path) -> u32 {
     fs::metadata(p).unwrap().permissions().mode() & 0o777
 }
 
-/// The child: a no-op in a normal test run.
-#[test]
-fn child_extracts_when_asked() {
-    let Some(dir) = std::env::var_os(DIR_VAR).map(PathBuf::from) else { return };
+/// One child process's part: extract into `dir` [`ROUNDS`] times once the parent says go.
+fn child(dir: &Path) {
     // Start together: wait for the parent's go file.
     let go = dir.with_extension("go");
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -40,7 +38,7 @@ fn child_extracts_when_asked() {
         std::thread::sleep(Duration::from_millis(1));
     }
     for _ in 0..ROUNDS {
-        let paths = guest::extract_all_to(&dir).expect("extract_all_to");
+        let paths = guest::extract_all_to(dir).expect("extract_all_to");
         assert_eq!(paths.len(), guest::ASSETS.len());
         for (p, a) in paths.iter().zip(guest::ASSETS) {
             assert_eq!(p, &dir.join(a.file_name));
@@ -53,6 +51,9 @@ fn child_extracts_when_asked() {
 
 #[test]
 fn sixteen_processes_extract_into_one_folder() {
+    if let Some(dir) = std::env::var_os(DIR_VAR) {
+        return child(&PathBuf::from(dir)); // this process is one of the sixteen
+    }
     let base = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("concurrent-extract-{}", std::process::id()));
     let _ = fs::remove_dir_all(&base);
     let dir = base.join("assets");
@@ -76,7 +77,7 @@ fn sixteen_processes_extract_into_one_folder() {
     let children: Vec<_> = (0..PROCESSES)
         .map(|_| {
             Command::new(&exe)
-                .args(["child_extracts_when_asked", "--exact", "--nocapture", "--test-threads=1"])
+                .args(["sixteen_processes_extract_into_one_folder", "--exact", "--nocapture", "--test-threads=1"])
                 .env(DIR_VAR, &dir)
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())

@@ -61,6 +61,19 @@ pub struct Opts {
     pub linger_secs: u32,
 }
 
+/// Whether the sandbox is also a user namespace (not root: see [`sandbox_cmd`]), where the
+/// test's own uid and gid appear as 0.
+pub fn in_user_namespace() -> bool {
+    // SAFETY: geteuid takes no arguments and cannot fail.
+    unsafe { libc::geteuid() != 0 }
+}
+
+/// A file's owner as the sandboxed agent sees it.
+pub fn seen_owner(md: &std::fs::Metadata) -> (u32, u32) {
+    use std::os::unix::fs::MetadataExt;
+    if in_user_namespace() { (0, 0) } else { (md.uid(), md.gid()) }
+}
+
 fn sandbox_cmd(dir: &TempDir, opts: &Opts, agent_args: &[&str]) -> Command {
     let mut c = Command::new("unshare");
     // If the test process dies (e.g. a "does not hang" deadline panicked while a thread still
@@ -73,6 +86,10 @@ fn sandbox_cmd(dir: &TempDir, opts: &Opts, agent_args: &[&str]) -> Command {
     // SAFETY: the hook only calls prctl, which is async-signal-safe and touches no memory of
     // the parent.
     unsafe { std::os::unix::process::CommandExt::pre_exec(&mut c, die_with_parent) };
+    // A PID namespace needs root; elsewhere a user namespace (root inside it) makes one.
+    if in_user_namespace() {
+        c.args(["--user", "--map-root-user"]);
+    }
     c.args(["--pid", "--fork", "--mount-proc", "--kill-child", "sh", "-c"]);
     // Not `exec`: sh stays PID 1 of the namespace and the agent is its child.
     c.arg(format!("\"$0\" \"$@\"; rc=$?; sleep {}; exit $rc", opts.linger_secs));
