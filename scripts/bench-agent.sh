@@ -110,6 +110,7 @@ print(json.dumps({
 }))
 EOF
 
+# shellcheck disable=SC2016 # the inner sh expands $0 and $@, not this one
 RES=$(unshare --pid --fork --mount-proc sh -c 'python3 "$0" "$@"; exit $?' "$WORK/bench.py" "$BIN" "$RUNS" "$WORK")
 get() { python3 -c 'import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$RES" "$1"; }
 

@@ -34,8 +34,8 @@ echo "| compression | bzImage bytes | payload (.xz) bytes | boot to /init, min m
 echo "|---|---:|---:|---:|---:|"
 for m in $METHODS; do
     line=$(grep "\"$OUT/$m/bzImage\"" "$OUT/boot.json")
-    min=$(sed 's/.*"init_ms_min":\([0-9.]*\).*/\1/' <<<"$line")
-    med=$(sed 's/.*"init_ms_median":\([0-9.]*\).*/\1/' <<<"$line")
+    [[ $line =~ \"init_ms_min\":([0-9.]+) ]] && min=${BASH_REMATCH[1]}
+    [[ $line =~ \"init_ms_median\":([0-9.]+) ]] && med=${BASH_REMATCH[1]}
     echo "| $m | $(stat -c %s "$OUT/$m/bzImage") | $(stat -c %s "$OUT/$m/kernel.xz") | $min | $med |"
 done
 echo

@@ -89,7 +89,10 @@ crate_dir() { echo "$ROOT/crates/supermachine-kernel-${1//_/-}"; } # ours, by ar
 log "fetching supermachine-kernel $UPV (x86_64 + aarch64) into $UPWS"
 upstream_fetch "$UPWS" "$OUT/upstream-metadata.json"
 upstream_crate_file() { # crate name -> .crate in cargo's download cache
-    ls "$CARGO_HOME"/registry/cache/*/"$1-$UPV.crate" 2>/dev/null | head -1 || true
+    local f
+    for f in "$CARGO_HOME"/registry/cache/*/"$1-$UPV.crate"; do
+        [ -e "$f" ] && { echo "$f"; return; }
+    done
 }
 
 # --- decoded payloads: $PAY/<side>/<arch>/<name> (+ <name>.xz size recorded) ------------------

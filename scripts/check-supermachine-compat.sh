@@ -34,7 +34,7 @@ echo 'fn main() {}' >"$dir/src/main.rs"
 } >"$dir/Cargo.toml"
 cp "$repo/tools/Cargo.lock" "$dir/Cargo.lock"
 log=$dir/check.log
-echo "== the README's supermachine block: cargo check in $dir (patched: $(echo $patched))"
+echo "== the README's supermachine block: cargo check in $dir (patched: ${patched//$'\n'/ })"
 start=$(date +%s)
 if ! (cd "$dir" && CARGO_TARGET_DIR="$repo/tools/target" "$cargo" check --color never 2>&1) >"$log"; then
     grep -E '^(error|warning: Patch)|^ *--> |^Caused by' "$log" | head -40 >&2 || true

@@ -17,7 +17,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 . "$ROOT/scripts/lib/common.sh"
 . "$ROOT/scripts/lib/kernel.sh"
 
-ARCH=x86_64 WORK= RUNS=5 ONLY=
+ARCH=x86_64 WORK='' RUNS=5 ONLY=''
 while [ $# -gt 0 ]; do
     case $1 in
         --arch) ARCH=$2; shift 2 ;;
@@ -79,7 +79,8 @@ for v in ${ONLY:-$ALL}; do
     # the report shows the resulting config difference instead.
     configure_kernel "$tree" "$MAKEARGS" "$frag"/common/*.config "$frag/$ARCH"/*.config
     "$tree/scripts/kconfig/merge_config.sh" -m -O "$tree" "$tree/.config" "$off" >/dev/null
-    make -C "$tree" $MAKEARGS -s olddefconfig
+    read -r -a make_args <<<"$MAKEARGS"
+    make -C "$tree" "${make_args[@]}" -s olddefconfig
     build_kernel "$tree" "$MAKEARGS" "$(basename "$IMAGE")" >"$OUT/$v.build.log" 2>&1 \
         || { tail -n 30 "$OUT/$v.build.log"; die "$v: build failed"; }
     cp "$tree/$IMAGE" "$OUT/$v"
@@ -92,9 +93,10 @@ echo "==> boot to /init, $RUNS runs each, interleaved"
 (cd "$ROOT" && cargo build --quiet --release -p supermachine-guest-harness --bin boot-bench)
 bb=$OUT/busybox; xz -dc "$ROOT/crates/$CRATE/payload/busybox.xz" >"$bb"
 args=(--kernel "$OUT/full")
-for v in ${ONLY:-$ALL}; do args+=(--kernel "$OUT/$v"); done
+read -r -a variants <<<"${ONLY:-$ALL}"
+for v in "${variants[@]}"; do args+=(--kernel "$OUT/$v"); done
 "$ROOT/target/release/boot-bench" --machine "$MACHINE" --runs "$RUNS" --busybox "$bb" "${args[@]}" >"$OUT/boot.jsonl"
-python3 - "$OUT" "$ARCH" ${ONLY:-$ALL} <<'PY'
+python3 - "$OUT" "$ARCH" "${variants[@]}" <<'PY'
 import json, os, sys
 out, arch, names = sys.argv[1], sys.argv[2], sys.argv[3:]
 boots = {}

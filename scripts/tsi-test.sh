@@ -19,7 +19,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 . "$ROOT/scripts/lib/common.sh"
 
-ARCHES=x86_64 KERNEL= OUT=$ROOT/target/tsi-test ONLY=() DOCS=()
+ARCHES=x86_64 KERNEL='' OUT=$ROOT/target/tsi-test ONLY=() DOCS=()
 while [ $# -gt 0 ]; do
     case $1 in
         --arch) ARCHES=$2; shift 2 ;;

@@ -29,7 +29,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 . "$ROOT/scripts/lib/common.sh"
 . "$ROOT/scripts/lib/upstream.sh"
 
-ARCH=x86_64 KERNELS=both TIER=quick CHECKS= DOCS=0 OUT= SOURCE=mksquashfs IMAGE_ONLY=0
+ARCH=x86_64 KERNELS=both TIER=quick CHECKS='' DOCS=0 OUT='' SOURCE=mksquashfs IMAGE_ONLY=0
 while [ $# -gt 0 ]; do
     case $1 in
         --arch) ARCH=$2; shift 2 ;;
@@ -119,6 +119,7 @@ if [ ! -s "$image" ]; then
         dpkg --print-foreign-architectures | grep -qx i386 || dpkg --add-architecture i386
         apt-get update -q >/dev/null 2>&1 || true
         if (cd "$CACHE" && apt-get download -q "busybox-static:i386" >/dev/null 2>&1); then
+            # shellcheck disable=SC2012 # the newest by mtime; Debian package file names have no blanks
             deb=$(ls -t "$CACHE"/busybox-static_*_i386.deb | head -n1)
             dpkg-deb --fsys-tarfile "$deb" | tar -xO ./bin/busybox >"$sm/busybox-i386"
             chmod 0755 "$sm/busybox-i386"

@@ -69,7 +69,9 @@ fuzz_target!(|data: &[u8]| {
                 assert_eq!(parse_header(raw).unwrap(), h);
                 assert!(h.len as usize <= MAX_PAYLOAD && h.kind_byte == raw[0]);
                 match (h.kind(), decode_frame(&data[at..])) {
-                    (Ok(kind), Ok(Decoded::Frame(f, used))) => assert!(f.kind == kind && used == HEADER_LEN + h.len as usize),
+                    (Ok(kind), Ok(Decoded::Frame(f, used))) => {
+                        assert!(f.kind == kind && used == HEADER_LEN + h.len as usize)
+                    }
                     (Ok(_), Ok(Decoded::NeedMore(n))) => assert_eq!(n, HEADER_LEN + h.len as usize),
                     (Err(FrameError::UnknownType { kind, len }), Err(FrameError::UnknownType { .. })) => {
                         assert_eq!((kind, len), (h.kind_byte, h.len))

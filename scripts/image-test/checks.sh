@@ -1,3 +1,4 @@
+# shellcheck shell=sh
 # The image conformance checks, run in the guest by the `workload` harness binary
 # (scripts/image-test.sh stages this script, the walker and the manifests after each boot):
 #

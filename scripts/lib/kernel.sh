@@ -72,7 +72,9 @@ check_x86_text_padding() {
     for n in 1 2 3; do
         start=$(awk -v s="__text_pad_${n}_start" '$3 == s {print $1}' "$map")
         end=$(awk -v s="__text_pad_${n}_end" '$3 == s {print $1}' "$map")
-        [ -n "$start" ] && [ -n "$end" ] || die "$map has no __text_pad_${n}_start/end: kernel-patches/x86_64/0004-free-text-padding.patch did not take effect"
+        if [ -z "$start" ] || [ -z "$end" ]; then
+            die "$map has no __text_pad_${n}_start/end: kernel-patches/x86_64/0004-free-text-padding.patch did not take effect"
+        fi
         # Whole pages only, as the kernel frees them.
         start=$(( (0x$start + 4095) / 4096 )); end=$(( 0x$end / 4096 ))
         [ "$end" -le "$start" ] || total=$(( total + (end - start) * 4 ))
@@ -87,8 +89,8 @@ check_x86_text_padding() {
 #   --out DIR    write the payload elsewhere (measurement / reproducibility checks)
 #   --no-record  do not touch the manifest
 kernel_recipe() {
-    local arch=$1 makeargs=$2 image_rel=$3 crate=$4 recipe=$5; shift 5
-    local work=${TMPDIR:-/tmp}/supermachine-kbuild-$arch compression= record=1
+    local arch=$1 makeargs_words=$2 image_rel=$3 crate=$4 recipe=$5; shift 5
+    local work=${TMPDIR:-/tmp}/supermachine-kbuild-$arch compression='' record=1
     local out=$ROOT/crates/$crate/payload default_out
     default_out=$out
     while [ $# -gt 0 ]; do
@@ -115,12 +117,12 @@ kernel_recipe() {
         echo "CONFIG_KERNEL_$symbol=y" >"$work/compression-override.config"
         fragments+=("$work/compression-override.config")
     fi
-    configure_kernel "$work" "$makeargs" "${fragments[@]}"
-    build_kernel "$work" "$makeargs" "$(basename "$image_rel")"
+    configure_kernel "$work" "$makeargs_words" "${fragments[@]}"
+    build_kernel "$work" "$makeargs_words" "$(basename "$image_rel")"
 
     local image=$work/$image_rel release
-    # shellcheck disable=SC2086
-    release=$(make -C "$work" -s $makeargs LOCALVERSION= kernelrelease)
+    local -a makeargs; read -r -a makeargs <<<"$makeargs_words"
+    release=$(make -C "$work" -s "${makeargs[@]}" LOCALVERSION= kernelrelease)
     mkdir -p "$out"
     # x86_64: the bzImage carries its kernel uncompressed (compression.config), so the crate's xz
     # gets the x86 branch filter (BCJ), which makes machine code compress ~9% better.

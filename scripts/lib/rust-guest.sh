@@ -16,7 +16,7 @@ PIN_RUSTC_VERSION='rustc 1.95.0 (59807616e 2026-04-14)'
 # symbols stripped, no build-id, fixed SOURCE_DATE_EPOCH, single-threaded xz.
 rust_guest_recipe() {
     local package=$1 binary=$2 recipe=$3 inputs=$4; shift 4
-    local arch=x86_64 target_dir= record=1 out=
+    local arch=x86_64 target_dir='' record=1 out=''
     while [ $# -gt 0 ]; do
         case "$1" in
             --arch) arch=$2; shift 2 ;;

@@ -221,12 +221,14 @@ check_unshare_all() {
     for ns in --mount --uts --ipc --net --pid --user --cgroup --time; do
         unshare $ns --fork true || fail "unshare $ns"
     done
+    # shellcheck disable=SC2016 # expanded by the shell inside the new namespaces
     unshare --mount --uts --ipc --net --pid --user --cgroup --time --fork --map-root-user \
         sh -c 'hostname smt && [ "$(hostname)" = smt ] && id -u' 
 }
 
 check_keys() {
     # One session keyring for the whole check (each exec would otherwise get its own).
+    # shellcheck disable=SC2016 # expanded by the shell inside the session keyring
     keyctl session - sh -c 'id=$(keyctl add user smtest hello @s) && keyctl print "$id" | grep -qx hello && keyctl show @s'
 }
 
@@ -290,7 +292,8 @@ check_docker() {
     # --memory and --pids-limit are enforced
     docker run --rm --memory 32m --pids-limit 8 smt:latest /bin/busybox sh -c \
         'cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/pids.max' | tee /tmp/limits
-    grep -qx 33554432 /tmp/limits && grep -qx 8 /tmp/limits || fail "limits not applied"
+    grep -qx 33554432 /tmp/limits || fail "limits not applied (memory)"
+    grep -qx 8 /tmp/limits || fail "limits not applied (pids)"
     if docker run --rm --pids-limit 8 smt:latest /bin/busybox sh -c \
         'for i in 1 2 3 4 5 6 7 8 9 10 11 12; do /bin/busybox sleep 3 & done; wait' 2>/tmp/pids.err; then
         fail "12 processes started under --pids-limit 8"
@@ -312,6 +315,8 @@ cpython() {
 
 case ${1:-} in
     list)
+        # Unquoted on purpose: the tiers are blank-separated lists, printed one line each.
+        # shellcheck disable=SC2086
         case ${2:-quick} in quick) echo $QUICK ;; full) echo $FULL ;; cpython) echo $CPYTHON ;;
                             *) fail "tiers: quick, full, cpython" ;; esac ;;
     run)

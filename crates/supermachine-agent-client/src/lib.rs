@@ -123,7 +123,10 @@ pub fn connect_hybrid_vsock(uds: impl AsRef<Path>, port: u32, timeout: Duration)
         };
         let now = Instant::now();
         if now >= deadline {
-            return Err(io::Error::new(err.kind(), format!("hybrid vsock {} port {port}: {err}", uds.as_ref().display())));
+            return Err(io::Error::new(
+                err.kind(),
+                format!("hybrid vsock {} port {port}: {err}", uds.as_ref().display()),
+            ));
         }
         std::thread::sleep(delay.min(deadline - now));
         delay = (delay * 2).min(Duration::from_millis(100));
@@ -326,7 +329,11 @@ impl<S: Read + Write> Exec<S> {
     }
 
     /// Streams output to the callbacks until EXIT.
-    pub fn wait_with(mut self, mut on_stdout: impl FnMut(&[u8]), mut on_stderr: impl FnMut(&[u8])) -> Result<ExitStatus> {
+    pub fn wait_with(
+        mut self,
+        mut on_stdout: impl FnMut(&[u8]),
+        mut on_stderr: impl FnMut(&[u8]),
+    ) -> Result<ExitStatus> {
         loop {
             match self.next_event()? {
                 Event::Stdout(b) => on_stdout(&b),
@@ -356,9 +363,12 @@ impl<S: Read + Write> Exec<S> {
 /// Sends raw CONTROL JSON and returns the ack as a JSON object, whatever its `ok`.
 pub fn control_raw<S: Read + Write>(stream: &mut S, json: &[u8]) -> Result<Ack> {
     proto::write_frame(stream, FrameType::Control, json)?;
-    let f = proto::read_frame(stream)?.ok_or_else(|| Error::Protocol("connection closed before the CONTROL reply".into()))?;
+    let f = proto::read_frame(stream)?
+        .ok_or_else(|| Error::Protocol("connection closed before the CONTROL reply".into()))?;
     match f.kind {
-        FrameType::Control => serde_json::from_slice(&f.payload).map_err(|e| Error::Protocol(format!("bad CONTROL reply: {e}"))),
+        FrameType::Control => {
+            serde_json::from_slice(&f.payload).map_err(|e| Error::Protocol(format!("bad CONTROL reply: {e}")))
+        }
         FrameType::Error => Err(Error::Agent(String::from_utf8_lossy(&f.payload).into_owned())),
         k => Err(Error::Protocol(format!("expected a CONTROL reply, got {k}"))),
     }
@@ -370,7 +380,9 @@ pub fn control_on<S: Read + Write>(stream: &mut S, req: &ControlRequest) -> Resu
     if ack.get("ok").and_then(|v| v.as_bool()) == Some(true) {
         Ok(ack)
     } else {
-        Err(Error::Agent(ack.get("error").and_then(|v| v.as_str()).unwrap_or("request failed (no message)").to_string()))
+        Err(Error::Agent(
+            ack.get("error").and_then(|v| v.as_str()).unwrap_or("request failed (no message)").to_string(),
+        ))
     }
 }
 
@@ -379,7 +391,8 @@ fn field<T: serde::de::DeserializeOwned>(ack: Ack) -> Result<T> {
 }
 
 fn get_b64(ack: &Ack) -> Result<Vec<u8>> {
-    let s = ack.get("data_b64").and_then(|v| v.as_str()).ok_or_else(|| Error::Protocol("reply has no data_b64".into()))?;
+    let s =
+        ack.get("data_b64").and_then(|v| v.as_str()).ok_or_else(|| Error::Protocol("reply has no data_b64".into()))?;
     b64::decode(s).map_err(Error::Protocol)
 }
 
@@ -509,7 +522,8 @@ impl<C: Connector> Client<C> {
 
     /// One `read_file_chunk` call: `(data, total_len)`.
     pub fn read_file_chunk(&self, path: &str, offset: u64, len: u64, max_bytes: Option<u64>) -> Result<(Vec<u8>, u64)> {
-        let r: ReadChunkReply = field(self.control(&ControlRequest::ReadFileChunk { path: path.into(), offset, len, max_bytes })?)?;
+        let r: ReadChunkReply =
+            field(self.control(&ControlRequest::ReadFileChunk { path: path.into(), offset, len, max_bytes })?)?;
         Ok((b64::decode(&r.data_b64).map_err(Error::Protocol)?, r.total_len))
     }
 
@@ -656,8 +670,12 @@ mod tests {
         assert_eq!(st, ExitStatus { code: 3, peak_rss_kib: Some(77) });
         let tx = e2.into_inner().tx;
         let mut cur = Cursor::new(tx);
-        let kinds: Vec<FrameType> = std::iter::from_fn(|| proto::read_frame(&mut cur).unwrap()).map(|f| f.kind).collect();
-        assert_eq!(kinds, [FrameType::Request, FrameType::Stdin, FrameType::Stdin, FrameType::Resize, FrameType::Signal]);
+        let kinds: Vec<FrameType> =
+            std::iter::from_fn(|| proto::read_frame(&mut cur).unwrap()).map(|f| f.kind).collect();
+        assert_eq!(
+            kinds,
+            [FrameType::Request, FrameType::Stdin, FrameType::Stdin, FrameType::Resize, FrameType::Signal]
+        );
     }
 
     #[test]
@@ -672,7 +690,8 @@ mod tests {
 
     #[test]
     fn control_ack_and_refusal() {
-        let mut f = Fake { rx: Cursor::new(frames(&[(FrameType::Control, br#"{"ok":false,"error":"nope"}"#)])), tx: vec![] };
+        let mut f =
+            Fake { rx: Cursor::new(frames(&[(FrameType::Control, br#"{"ok":false,"error":"nope"}"#)])), tx: vec![] };
         match control_on(&mut f, &ControlRequest::Sync) {
             Err(Error::Agent(m)) => assert_eq!(m, "nope"),
             other => panic!("{other:?}"),

@@ -168,10 +168,9 @@ impl fmt::Display for FrameError {
             FrameError::UnknownType { kind, len } => {
                 write!(f, "unknown frame type 0x{kind:02x} (payload {len} bytes)")
             }
-            FrameError::Truncated { expected, got } => write!(
-                f,
-                "truncated frame: the stream ended after {got} of {expected} bytes"
-            ),
+            FrameError::Truncated { expected, got } => {
+                write!(f, "truncated frame: the stream ended after {got} of {expected} bytes")
+            }
             FrameError::Io(e) => write!(f, "I/O error: {e}"),
         }
     }

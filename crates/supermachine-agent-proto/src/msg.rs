@@ -9,16 +9,44 @@ pub const UNKNOWN_ACTION: &str = "unknown CONTROL action";
 
 /// Capabilities this protocol implementation advertises in the `probe` reply.
 pub const CAPABILITIES: &[&str] = &[
-    "exec", "tty", "stage_files", "chain", "write_file", "write_file_chunk", "read_file",
-    "read_file_chunk", "signal", "sync_time", "sync", "drop_vfs_caches", "smpark", "reseed",
-    "port_forward", "stat", "mkdir", "remove",
+    "exec",
+    "tty",
+    "stage_files",
+    "chain",
+    "write_file",
+    "write_file_chunk",
+    "read_file",
+    "read_file_chunk",
+    "signal",
+    "sync_time",
+    "sync",
+    "drop_vfs_caches",
+    "smpark",
+    "reseed",
+    "port_forward",
+    "stat",
+    "mkdir",
+    "remove",
 ];
 
 /// Every CONTROL action this crate knows.
 pub const ACTIONS: &[&str] = &[
-    "probe", "write_file", "write_file_chunk", "read_file", "read_file_chunk", "signal",
-    "sync_time", "sync", "drop_vfs_caches", "smpark_park", "smpark_unpark", "reseed",
-    "port_forward", "stat", "mkdir", "remove",
+    "probe",
+    "write_file",
+    "write_file_chunk",
+    "read_file",
+    "read_file_chunk",
+    "signal",
+    "sync_time",
+    "sync",
+    "drop_vfs_caches",
+    "smpark_park",
+    "smpark_unpark",
+    "reseed",
+    "port_forward",
+    "stat",
+    "mkdir",
+    "remove",
 ];
 
 fn null_default<'de, D: Deserializer<'de>, T: Default + Deserialize<'de>>(d: D) -> Result<T, D::Error> {
@@ -38,9 +66,9 @@ fn mode_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
         Some(M::N(n)) => Ok(Some(n)),
         Some(M::S(s)) => {
             let t = s.trim_start_matches("0o");
-            u32::from_str_radix(t, 8)
-                .map(Some)
-                .map_err(|_| serde::de::Error::custom(format!("invalid mode {s:?}: expected a number or an octal string")))
+            u32::from_str_radix(t, 8).map(Some).map_err(|_| {
+                serde::de::Error::custom(format!("invalid mode {s:?}: expected a number or an octal string"))
+            })
         }
     }
 }
@@ -304,7 +332,9 @@ pub fn parse_control_request(payload: &[u8]) -> Result<ControlRequest, ParseErro
         action: Option<String>,
     }
     let a: Action = serde_json::from_slice(payload).map_err(|e| match classify(e) {
-        ParseError::Invalid(m) => ParseError::Invalid(format!("a CONTROL request must be a JSON object with a string `action`: {m}")),
+        ParseError::Invalid(m) => {
+            ParseError::Invalid(format!("a CONTROL request must be a JSON object with a string `action`: {m}"))
+        }
         other => other,
     })?;
     let action = a.action.ok_or_else(|| ParseError::Invalid("missing field `action`".into()))?;
@@ -387,7 +417,8 @@ mod tests {
 
     #[test]
     fn stat_reply_owner_is_optional() {
-        let r: StatReply = serde_json::from_str(r#"{"type":"file","size":3,"mode":33188,"mtime":5,"uid":1000,"gid":100}"#).unwrap();
+        let r: StatReply =
+            serde_json::from_str(r#"{"type":"file","size":3,"mode":33188,"mtime":5,"uid":1000,"gid":100}"#).unwrap();
         assert_eq!((r.uid, r.gid), (Some(1000), Some(100)));
         let old: StatReply = serde_json::from_str(r#"{"type":"dir","size":0,"mode":16877,"mtime":5}"#).unwrap();
         assert_eq!((old.uid, old.gid), (None, None));
@@ -427,7 +458,8 @@ mod tests {
         assert!(e.to_string().contains("chain[0]"), "{e}");
         let e = parse_exec_request(br#"{"argv":["a"],"stage_files":[{"path":"/x"}]}"#).unwrap_err();
         assert!(e.to_string().contains("missing field `data_b64`"), "{e}");
-        let e = parse_exec_request(br#"{"argv":["a"],"stage_files":[{"path":"/x","data_b64":"","mode":"9z"}]}"#).unwrap_err();
+        let e = parse_exec_request(br#"{"argv":["a"],"stage_files":[{"path":"/x","data_b64":"","mode":"9z"}]}"#)
+            .unwrap_err();
         assert!(e.to_string().contains("invalid mode"), "{e}");
         assert!(parse_exec_request(b"").unwrap_err().to_string().contains("EOF"));
     }
@@ -437,7 +469,14 @@ mod tests {
         let all = vec![
             ControlRequest::Probe,
             ControlRequest::WriteFile { path: "/a".into(), data_b64: "".into(), mode: Some(0o600) },
-            ControlRequest::WriteFileChunk { path: "/a".into(), offset: 8, data_b64: "AA==".into(), last: true, token: "t".into(), mode: None },
+            ControlRequest::WriteFileChunk {
+                path: "/a".into(),
+                offset: 8,
+                data_b64: "AA==".into(),
+                last: true,
+                token: "t".into(),
+                mode: None,
+            },
             ControlRequest::ReadFile { path: "/a".into(), max_bytes: Some(10) },
             ControlRequest::ReadFileChunk { path: "/a".into(), offset: 0, len: 4, max_bytes: None },
             ControlRequest::Signal { signum: 15 },
@@ -470,7 +509,8 @@ mod tests {
         assert!(e.to_string().contains("JSON object"), "{e}");
         let e = parse_control_request(br#"{"action":"signal","signum":"x"}"#).unwrap_err();
         assert!(e.to_string().contains("signal: invalid type"), "{e}");
-        let e = parse_control_request(br#"{"action":"write_file_chunk","path":"/a","offset":0,"data_b64":""}"#).unwrap_err();
+        let e = parse_control_request(br#"{"action":"write_file_chunk","path":"/a","offset":0,"data_b64":""}"#)
+            .unwrap_err();
         assert!(e.to_string().contains("missing field `token`"), "{e}");
         let e = parse_control_request(b"{\"action\":").unwrap_err();
         assert!(matches!(e, ParseError::InvalidJson(_)));

@@ -1,8 +1,8 @@
 //! Property tests: the frame decoder and the request parsers never panic, and encoding
 //! round-trips.
 use proptest::prelude::*;
-use supermachine_agent_proto::*;
 use std::io::Cursor;
+use supermachine_agent_proto::*;
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]

@@ -16,7 +16,9 @@ pub struct Lease {
 impl Lease {
     /// Takes `n` more bytes if the budget has them.
     pub fn try_grow(&mut self, n: usize) -> bool {
-        let ok = USED.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |u| u.checked_add(n).filter(|t| *t <= SHARED_BUDGET)).is_ok();
+        let ok = USED
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |u| u.checked_add(n).filter(|t| *t <= SHARED_BUDGET))
+            .is_ok();
         if ok {
             self.held += n;
         }

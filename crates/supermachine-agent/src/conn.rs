@@ -131,7 +131,15 @@ impl Conn {
         let tv = libc::timeval { tv_sec: 10, tv_usec: 0 };
         let tv_len = std::mem::size_of::<libc::timeval>() as libc::socklen_t;
         // SAFETY: SO_RCVTIMEO reads one timeval of `tv_len` bytes, alive across the call.
-        unsafe { libc::setsockopt(self.rfd, libc::SOL_SOCKET, libc::SO_RCVTIMEO, (&tv as *const libc::timeval).cast(), tv_len) };
+        unsafe {
+            libc::setsockopt(
+                self.rfd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&tv as *const libc::timeval).cast(),
+                tv_len,
+            )
+        };
         let mut scratch = [0u8; 512];
         while matches!(sys::read(self.rfd, &mut scratch), Ok(n) if n > 0) {}
     }

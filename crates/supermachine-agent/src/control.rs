@@ -43,7 +43,8 @@ pub fn serve(conn: &Conn, req: &ControlRequest, data: ControlData) {
             file_write::write_file(path, *mode, data_b64, data).map(|n| with(ack(), "bytes", n))
         }
         ControlRequest::WriteFileChunk { path, offset, data_b64, last, token, mode } => {
-            file_write::write_file_chunk(path, *offset, token, *last, *mode, data_b64, data).map(|n| with(ack(), "bytes", n))
+            file_write::write_file_chunk(path, *offset, token, *last, *mode, data_b64, data)
+                .map(|n| with(ack(), "bytes", n))
         }
         ControlRequest::Reseed { data_b64 } => file_write::reseed_data(data_b64, data).and_then(|d| {
             reseed(&d).map_err(|e| format!("reseed: {e}"))?;
@@ -76,12 +77,10 @@ fn handle(req: &ControlRequest) -> Result<Ack, String> {
             let pidfile = crate::config().run_dir.join("supermachine-workload.pid");
             let text = fs::read_to_string(&pidfile)
                 .map_err(|e| format!("no workload pid recorded ({}: {e})", pidfile.display()))?;
-            let pid: libc::pid_t = text
-                .trim()
-                .parse()
-                .ok()
-                .filter(|p| *p > 0)
-                .ok_or_else(|| format!("no workload pid recorded ({} holds {:?})", pidfile.display(), text.trim()))?;
+            let pid: libc::pid_t =
+                text.trim().parse().ok().filter(|p| *p > 0).ok_or_else(|| {
+                    format!("no workload pid recorded ({} holds {:?})", pidfile.display(), text.trim())
+                })?;
             sys::kill(pid, *signum).map_err(|e| format!("kill({pid}, {signum}): {e}"))?;
             Ok(with(ack(), "pid", pid))
         }

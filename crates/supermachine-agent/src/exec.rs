@@ -146,7 +146,8 @@ fn start_step(
     master: Option<&OwnedFd>,
 ) -> Result<Started, (u32, String)> {
     let fail = |code: u32, what: String| (code, format!("supermachine-agent: {what}\n"));
-    let prog = sys::resolve_command(&argv[0], path_var).ok_or_else(|| fail(127, format!("{}: command not found", argv[0])))?;
+    let prog =
+        sys::resolve_command(&argv[0], path_var).ok_or_else(|| fail(127, format!("{}: command not found", argv[0])))?;
     let cargv: Vec<CString> = argv.iter().filter_map(|a| CString::new(a.as_bytes()).ok()).collect();
     let path = sys::cstring(&prog).map_err(|e| fail(127, format!("{prog}: {e}")))?;
     let io_err = |e: std::io::Error| fail(126, format!("cannot set up stdio: {e}"));

@@ -34,7 +34,11 @@ enum State {
     /// STDIN payload bytes still to come.
     Stdin(usize),
     /// A RESIZE or SIGNAL payload being collected.
-    Small { kind: FrameType, left: usize, buf: Vec<u8> },
+    Small {
+        kind: FrameType,
+        left: usize,
+        buf: Vec<u8>,
+    },
     /// Payload bytes to drop (a frame that does not belong in an exec).
     Skip(usize),
 }
@@ -68,7 +72,18 @@ pub struct StdinInput<'a> {
 impl<'a> StdinInput<'a> {
     pub fn new(conn: &'a Conn, sh: &'a Shared, input: Input, stdin: Option<OwnedFd>, tty: bool) -> Self {
         let queue = Queue { chunks: VecDeque::new(), len: 0, lease: Lease::default(), close_after: false };
-        StdinInput { conn, sh, input, stdin, tty, state: State::Header, queue, input_done: false, tty_eof_sent: false, frame_len: 0 }
+        StdinInput {
+            conn,
+            sh,
+            input,
+            stdin,
+            tty,
+            state: State::Header,
+            queue,
+            input_done: false,
+            tty_eof_sent: false,
+            frame_len: 0,
+        }
     }
 
     /// Runs until `stop` becomes readable (the exec ended) or the host went away.
@@ -82,7 +97,11 @@ impl<'a> StdinInput<'a> {
             // socket it is the input fd too; a pipe's read end hangs up on a mere EOF.
             let out_at = pfds.len();
             let both = self.conn.wfd == self.conn.rfd;
-            pfds.push(libc::pollfd { fd: self.conn.wfd, events: if both && want_input { libc::POLLIN } else { 0 }, revents: 0 });
+            pfds.push(libc::pollfd {
+                fd: self.conn.wfd,
+                events: if both && want_input { libc::POLLIN } else { 0 },
+                revents: 0,
+            });
             let in_at = if both || !want_input {
                 out_at
             } else {
@@ -149,7 +168,9 @@ impl<'a> StdinInput<'a> {
                     }
                 }
                 State::Small { left: 0, .. } => {
-                    let State::Small { kind, buf, .. } = std::mem::replace(&mut self.state, State::Header) else { unreachable!() };
+                    let State::Small { kind, buf, .. } = std::mem::replace(&mut self.state, State::Header) else {
+                        unreachable!()
+                    };
                     self.on_small(kind, &buf);
                 }
                 State::Small { left, buf, .. } => {

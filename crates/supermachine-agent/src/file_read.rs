@@ -109,7 +109,13 @@ fn chunk_facts(size: u64, offset: u64, got: u64, hit_eof: bool) -> (bool, u64) {
 }
 
 /// `read_file_chunk`: up to `len` (at most [`CHUNK_SIZE`]) bytes at `offset`.
-pub fn read_file_chunk(conn: &Conn, path: &str, offset: u64, len: u64, max_bytes: Option<u64>) -> Result<io::Result<()>, String> {
+pub fn read_file_chunk(
+    conn: &Conn,
+    path: &str,
+    offset: u64,
+    len: u64,
+    max_bytes: Option<u64>,
+) -> Result<io::Result<()>, String> {
     let at = |e: &dyn std::fmt::Display| format!("read_file_chunk {path}: {e}");
     let (f, md) = open_regular(path).map_err(|e| at(&e))?;
     let size = md.len();

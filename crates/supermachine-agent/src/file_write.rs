@@ -115,7 +115,15 @@ pub fn write_file(path: &str, mode: Option<u32>, data_b64: &str, got: ControlDat
 }
 
 /// `write_file_chunk`; returns the byte count of this chunk.
-pub fn write_file_chunk(path: &str, offset: u64, token: &str, last: bool, mode: Option<u32>, data_b64: &str, got: ControlData) -> Result<u64, String> {
+pub fn write_file_chunk(
+    path: &str,
+    offset: u64,
+    token: &str,
+    last: bool,
+    mode: Option<u32>,
+    data_b64: &str,
+    got: ControlData,
+) -> Result<u64, String> {
     let at = |e: std::io::Error| format!("write_file_chunk {path}: {e}");
     let claim = match got.data {
         Data::Chunk(c) if c.is_for(path, token, offset) => c,

@@ -89,8 +89,15 @@ pub struct Rest {
 enum Ctx {
     /// An object: the key being read or last read (its first bytes), and whether the next
     /// string is a key.
-    Obj { key: [u8; 16], key_len: usize, key_long: bool, want_key: bool },
-    Arr { index: usize },
+    Obj {
+        key: [u8; 16],
+        key_len: usize,
+        key_long: bool,
+        want_key: bool,
+    },
+    Arr {
+        index: usize,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,7 +147,12 @@ pub fn scan(input: &mut Input, len: usize, mode: Mode, ex: &mut dyn Extract) -> 
     while left > 0 {
         if input.buffered().is_empty() {
             match input.fill() {
-                Ok(0) => return Err(ScanError::Frame(FrameError::Truncated { expected: HEADER_LEN + len, got: HEADER_LEN + len - left })),
+                Ok(0) => {
+                    return Err(ScanError::Frame(FrameError::Truncated {
+                        expected: HEADER_LEN + len,
+                        got: HEADER_LEN + len - left,
+                    }))
+                }
                 Ok(_) => {}
                 Err(e) => return Err(ScanError::Frame(FrameError::Io(e))),
             }

@@ -13,7 +13,9 @@ pub const MAX_CONNECTIONS: usize = 128;
 
 /// The ERROR text a connection over [`MAX_CONNECTIONS`] gets.
 pub fn busy_message() -> String {
-    format!("agent busy: {MAX_CONNECTIONS} connections are open, the most it serves at once; try again when one has closed")
+    format!(
+        "agent busy: {MAX_CONNECTIONS} connections are open, the most it serves at once; try again when one has closed"
+    )
 }
 
 /// Stack of a connection thread, and of an exec's input thread.

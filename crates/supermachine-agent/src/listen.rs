@@ -42,7 +42,9 @@ pub struct Slot(());
 
 impl Slot {
     pub fn take() -> Option<Slot> {
-        OPEN.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < MAX_CONNECTIONS).then_some(n + 1)).ok().map(|_| Slot(()))
+        OPEN.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < MAX_CONNECTIONS).then_some(n + 1))
+            .ok()
+            .map(|_| Slot(()))
     }
 }
 
@@ -59,7 +61,9 @@ fn refuse(sock: OwnedFd) {
     frame.extend_from_slice(msg.as_bytes());
     // SAFETY: sends `frame.len()` bytes from `frame`.
     // MSG_DONTWAIT: a fresh socket's send buffer takes this small frame at once, or it is lost.
-    unsafe { libc::send(sock.as_raw_fd(), frame.as_ptr().cast(), frame.len(), libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
+    unsafe {
+        libc::send(sock.as_raw_fd(), frame.as_ptr().cast(), frame.len(), libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+    };
     let _ = crate::sys::shutdown(sock.as_raw_fd(), libc::SHUT_WR);
 }
 
@@ -75,7 +79,9 @@ fn accept_loop(listener: &OwnedFd, what: &str, vsock: bool) -> String {
         let mut addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
         let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
         // SAFETY: `addr`/`len` describe a writable buffer large enough for any address.
-        let c = unsafe { libc::accept4(fd, (&mut addr as *mut libc::sockaddr_storage).cast(), &mut len, libc::SOCK_CLOEXEC) };
+        let c = unsafe {
+            libc::accept4(fd, (&mut addr as *mut libc::sockaddr_storage).cast(), &mut len, libc::SOCK_CLOEXEC)
+        };
         if c >= 0 {
             // SAFETY: accept4 just created `c`; nothing else owns it.
             let sock = unsafe { OwnedFd::from_raw_fd(c) };
@@ -95,27 +101,27 @@ fn accept_loop(listener: &OwnedFd, what: &str, vsock: bool) -> String {
 
 /// Hands an accepted connection to a thread (or refuses it: not from the host, or over the cap).
 fn serve(sock: OwnedFd, addr: &libc::sockaddr_storage, vsock: bool) {
-        if vsock {
-            // SAFETY: on an AF_VSOCK listener accept4 filled in a sockaddr_vm, which fits in
-            // (and is less aligned than) sockaddr_storage.
-            let vm = unsafe { &*(addr as *const libc::sockaddr_storage).cast::<libc::sockaddr_vm>() };
-            if vm.svm_cid != supermachine_agent_proto::HOST_CID {
-                log(&format!("refusing a connection from CID {}", vm.svm_cid));
-                return;
-            }
-        }
-        let Some(slot) = Slot::take() else {
-            refuse(sock);
+    if vsock {
+        // SAFETY: on an AF_VSOCK listener accept4 filled in a sockaddr_vm, which fits in
+        // (and is less aligned than) sockaddr_storage.
+        let vm = unsafe { &*(addr as *const libc::sockaddr_storage).cast::<libc::sockaddr_vm>() };
+        if vm.svm_cid != supermachine_agent_proto::HOST_CID {
+            log(&format!("refusing a connection from CID {}", vm.svm_cid));
             return;
-        };
-        let conn = Arc::new(conn::Conn::socket(sock));
-        let spawned = std::thread::Builder::new().name("conn".into()).stack_size(limits::CONN_STACK).spawn(move || {
-            crate::session::serve(conn);
-            drop(slot);
-        });
-        if let Err(e) = spawned {
-            log(&format!("cannot start a connection thread: {e}"));
         }
+    }
+    let Some(slot) = Slot::take() else {
+        refuse(sock);
+        return;
+    };
+    let conn = Arc::new(conn::Conn::socket(sock));
+    let spawned = std::thread::Builder::new().name("conn".into()).stack_size(limits::CONN_STACK).spawn(move || {
+        crate::session::serve(conn);
+        drop(slot);
+    });
+    if let Err(e) = spawned {
+        log(&format!("cannot start a connection thread: {e}"));
+    }
 }
 
 fn vsock_listen(port: u32) -> std::io::Result<OwnedFd> {
@@ -130,7 +136,11 @@ fn vsock_listen(port: u32) -> std::io::Result<OwnedFd> {
     addr.svm_cid = libc::VMADDR_CID_ANY;
     // SAFETY: `addr` is a valid sockaddr_vm of the given length; `fd` is our socket.
     sys::cvt(unsafe {
-        libc::bind(fd, (&addr as *const libc::sockaddr_vm).cast(), std::mem::size_of::<libc::sockaddr_vm>() as libc::socklen_t)
+        libc::bind(
+            fd,
+            (&addr as *const libc::sockaddr_vm).cast(),
+            std::mem::size_of::<libc::sockaddr_vm>() as libc::socklen_t,
+        )
     })?;
     // SAFETY: listen takes no pointers.
     sys::cvt(unsafe { libc::listen(fd, 128) })?;

@@ -96,7 +96,11 @@ fn main() {
                 None => bad_usage(pid1, "--listen-unix needs a path"),
             },
             "--version" | "-V" => {
-                println!("supermachine-agent {} (protocol {})", env!("CARGO_PKG_VERSION"), supermachine_agent_proto::PROTOCOL_VERSION);
+                println!(
+                    "supermachine-agent {} (protocol {})",
+                    env!("CARGO_PKG_VERSION"),
+                    supermachine_agent_proto::PROTOCOL_VERSION
+                );
                 return;
             }
             "--help" | "-h" => {

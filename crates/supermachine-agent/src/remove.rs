@@ -145,7 +145,8 @@ struct Mount {
 impl Mount {
     /// `statx` of `name` in the directory `dirfd` (or of `dirfd` itself when `name` is empty).
     fn of(dirfd: libc::c_int, name: &CStr) -> io::Result<Mount> {
-        let flags = libc::AT_SYMLINK_NOFOLLOW | libc::AT_NO_AUTOMOUNT | if name.is_empty() { libc::AT_EMPTY_PATH } else { 0 };
+        let flags =
+            libc::AT_SYMLINK_NOFOLLOW | libc::AT_NO_AUTOMOUNT | if name.is_empty() { libc::AT_EMPTY_PATH } else { 0 };
         // SAFETY: statx is plain old data; all-zero is a valid value.
         let mut stx: libc::statx = unsafe { std::mem::zeroed() };
         // SAFETY: `name` is NUL-terminated, `stx` is a valid out-pointer for the call.

@@ -23,7 +23,12 @@ impl Spool {
             // SAFETY: `fd` is a new open file descriptor nobody else owns.
             unsafe { File::from_raw_fd(fd) }
         } else {
-            std::fs::OpenOptions::new().read(true).write(true).custom_flags(libc::O_TMPFILE).mode(0o600).open(&crate::config().run_dir)?
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .custom_flags(libc::O_TMPFILE)
+                .mode(0o600)
+                .open(&crate::config().run_dir)?
         };
         Ok(Spool { file, len: 0 })
     }

@@ -217,4 +217,3 @@ pub fn ensure_std_fds() {
         }
     }
 }
-

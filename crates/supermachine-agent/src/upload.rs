@@ -54,7 +54,10 @@ fn lock_soon(f: &File) -> io::Result<bool> {
 /// The list of temp files of uploads in progress (NUL-separated paths), changed under a lock.
 fn with_journal(change: impl FnOnce(&mut Vec<PathBuf>)) {
     let path = crate::config().run_dir.join("supermachine-uploads");
-    let Ok(mut f) = OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o600).open(&path) else { return };
+    let Ok(mut f) = OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o600).open(&path)
+    else {
+        return;
+    };
     if !matches!(lock(&f, libc::LOCK_EX), Ok(true)) {
         return;
     }
@@ -62,8 +65,11 @@ fn with_journal(change: impl FnOnce(&mut Vec<PathBuf>)) {
     if f.read_to_end(&mut raw).is_err() {
         return;
     }
-    let mut list: Vec<PathBuf> =
-        raw.split(|b| *b == 0).filter(|p| !p.is_empty()).map(|p| PathBuf::from(std::ffi::OsStr::from_bytes(p))).collect();
+    let mut list: Vec<PathBuf> = raw
+        .split(|b| *b == 0)
+        .filter(|p| !p.is_empty())
+        .map(|p| PathBuf::from(std::ffi::OsStr::from_bytes(p)))
+        .collect();
     let before = list.clone();
     change(&mut list);
     if list == before {
@@ -116,7 +122,13 @@ fn temp_path(path: &str, token: &str) -> io::Result<(PathBuf, PathBuf)> {
     }
     let tok: String = token
         .bytes()
-        .map(|b| if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' { (b as char).to_string() } else { format!("%{b:02x}") })
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02x}")
+            }
+        })
         .collect();
     Ok((dir.join(tmpfile::temp_name(&name, ".sm-chunk.", &tok)), dir))
 }

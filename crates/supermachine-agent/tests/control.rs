@@ -69,7 +69,9 @@ fn bad_input_is_named_and_never_crashes() {
     let e = one_error(&raw(&d, &[0x42, 0, 0, 0, 0]), FrameType::Error);
     assert!(e.contains("unknown frame type 0x42"), "{e}");
     // wrong first frame
-    for k in [FrameType::Stdin, FrameType::Stdout, FrameType::Resize, FrameType::Signal, FrameType::Exit, FrameType::Error] {
+    for k in
+        [FrameType::Stdin, FrameType::Stdout, FrameType::Resize, FrameType::Signal, FrameType::Exit, FrameType::Error]
+    {
         let e = one_error(&raw(&d, &proto::encode_frame(k, b"")), FrameType::Error);
         assert!(e.contains("first frame must be REQUEST or CONTROL") && e.contains(k.name()), "{e}");
     }
@@ -87,7 +89,10 @@ fn bad_input_is_named_and_never_crashes() {
     assert!(e.starts_with(r#"{"ok":false,"error":"invalid JSON: expected"#), "{e}");
     let e = one_error(&raw(&d, &proto::encode_frame(FrameType::Control, br#"{"path":"/"}"#)), FrameType::Control);
     assert!(e.contains("missing field `action`"), "{e}");
-    let e = one_error(&raw(&d, &proto::encode_frame(FrameType::Control, br#"{"action":"write_file","path":"/x"}"#)), FrameType::Control);
+    let e = one_error(
+        &raw(&d, &proto::encode_frame(FrameType::Control, br#"{"action":"write_file","path":"/x"}"#)),
+        FrameType::Control,
+    );
     assert!(e.contains("missing field `data_b64`"), "{e}");
     // empty connection: nothing at all
     assert!(raw(&d, b"").is_empty());
@@ -136,7 +141,13 @@ fn chunked_upload_and_download_of_a_large_file() {
     assert_eq!(c.write_file_chunked(&p, data.as_slice(), Some(0o640)).unwrap(), data.len() as u64);
     assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o7777, 0o640);
     assert!(std::fs::read(&p).unwrap() == data);
-    assert_eq!(std::fs::read_dir(&d.0).unwrap().filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().contains("sm-chunk")).count(), 0);
+    assert_eq!(
+        std::fs::read_dir(&d.0)
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().contains("sm-chunk"))
+            .count(),
+        0
+    );
     let mut back = Vec::new();
     assert_eq!(c.read_file_chunked(&p, None, &mut back).unwrap(), data.len() as u64);
     assert!(back == data);
@@ -154,9 +165,25 @@ fn chunked_upload_and_download_of_a_large_file() {
     }));
     assert!(e.contains("no upload in progress"), "{e}");
     // the target does not appear before the last chunk
-    c.control(&ControlRequest::WriteFileChunk { path: d.s("z"), offset: 0, data_b64: "AAAA".into(), last: false, token: "t1".into(), mode: None }).unwrap();
+    c.control(&ControlRequest::WriteFileChunk {
+        path: d.s("z"),
+        offset: 0,
+        data_b64: "AAAA".into(),
+        last: false,
+        token: "t1".into(),
+        mode: None,
+    })
+    .unwrap();
     assert!(!exists(&d.path("z")));
-    c.control(&ControlRequest::WriteFileChunk { path: d.s("z"), offset: 3, data_b64: "AQ==".into(), last: true, token: "t1".into(), mode: None }).unwrap();
+    c.control(&ControlRequest::WriteFileChunk {
+        path: d.s("z"),
+        offset: 3,
+        data_b64: "AQ==".into(),
+        last: true,
+        token: "t1".into(),
+        mode: None,
+    })
+    .unwrap();
     assert_eq!(std::fs::read(d.path("z")).unwrap(), [0, 0, 0, 1]);
 }
 
@@ -292,7 +319,8 @@ fn listening_agent_serves_concurrent_connections_and_survives_bad_ones() {
     let c = agent.client();
     // a long exec holds one connection while others come and go
     let pidfile = d.s("run/supermachine-workload.pid");
-    let script = format!("trap 'echo usr1; exit 9' USR1; echo $$ > {pidfile}; echo ready; while :; do sleep 0.05; done");
+    let script =
+        format!("trap 'echo usr1; exit 9' USR1; echo $$ > {pidfile}; echo ready; while :; do sleep 0.05; done");
     let mut long = Exec::start(agent.connect(), &ExecRequest::new(["sh", "-c", &script])).unwrap();
     assert_eq!(long.next_event().unwrap(), supermachine_agent_client::Event::Stdout(b"ready\n".to_vec()));
     // bad connections

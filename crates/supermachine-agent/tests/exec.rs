@@ -79,7 +79,11 @@ fn stdin_streaming_and_eof() {
     let exec = Exec::start(agent, &ExecRequest::new(["sha256sum"])).unwrap();
     let data: Vec<u8> = (0..24u32 << 20).map(|i| (i * 7 + (i >> 13)) as u8).collect();
     let expect = {
-        let mut p = std::process::Command::new("sha256sum").stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().unwrap();
+        let mut p = std::process::Command::new("sha256sum")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
         std::io::Write::write_all(p.stdin.as_mut().unwrap(), &data).unwrap();
         drop(p.stdin.take());
         p.wait_with_output().unwrap().stdout
@@ -199,7 +203,8 @@ fn large_stdout_streams_with_bounded_agent_memory() {
 fn signals_are_forwarded() {
     let d = TempDir::new("sig");
     let agent = StdioAgent::spawn(&d, &Opts::default()).unwrap();
-    let mut e = Exec::start(agent, &sh("trap 'echo term; exit 7' TERM; echo ready; while :; do sleep 0.05; done")).unwrap();
+    let mut e =
+        Exec::start(agent, &sh("trap 'echo term; exit 7' TERM; echo ready; while :; do sleep 0.05; done")).unwrap();
     assert_eq!(e.next_event().unwrap(), Event::Stdout(b"ready\n".to_vec()));
     e.signal(libc::SIGTERM).unwrap();
     let out = e.wait_output().unwrap();
@@ -253,7 +258,14 @@ fn disconnect_mid_exec_kills_the_process() {
     let f = proto::read_frame(&mut agent).unwrap().unwrap();
     assert_eq!(f.payload, b"started\n");
     let root = agent.child.id();
-    let sleeping = || descendants(root).into_iter().any(|p| p.2 == "sleep" && std::fs::read(format!("/proc/{}/cmdline", p.0)).map(|c| String::from_utf8_lossy(&c).contains(&marker)).unwrap_or(false));
+    let sleeping = || {
+        descendants(root).into_iter().any(|p| {
+            p.2 == "sleep"
+                && std::fs::read(format!("/proc/{}/cmdline", p.0))
+                    .map(|c| String::from_utf8_lossy(&c).contains(&marker))
+                    .unwrap_or(false)
+        })
+    };
     assert!(wait_until(Duration::from_secs(3), sleeping), "sleep not running");
     agent.disconnect();
     assert!(wait_until(Duration::from_secs(3), || !sleeping()), "process still running after the host disconnected");
@@ -298,7 +310,8 @@ fn stage_files_and_chain() {
 fn frames_during_exec_that_do_not_belong_get_an_error_but_the_exec_goes_on() {
     let d = TempDir::new("midexec");
     let mut agent = StdioAgent::spawn(&d, &Opts::default()).unwrap();
-    proto::write_frame(&mut agent, FrameType::Request, &serde_json::to_vec(&ExecRequest::new(["cat"])).unwrap()).unwrap();
+    proto::write_frame(&mut agent, FrameType::Request, &serde_json::to_vec(&ExecRequest::new(["cat"])).unwrap())
+        .unwrap();
     proto::write_frame(&mut agent, FrameType::Control, br#"{"action":"probe"}"#).unwrap();
     proto::write_frame(&mut agent, FrameType::Resize, &[1, 2, 3]).unwrap();
     proto::write_frame(&mut agent, FrameType::Signal, &[]).unwrap();
@@ -307,7 +320,11 @@ fn frames_during_exec_that_do_not_belong_get_an_error_but_the_exec_goes_on() {
     proto::write_frame(&mut agent, FrameType::Stdin, b"still here").unwrap();
     proto::write_frame(&mut agent, FrameType::Stdin, b"").unwrap();
     let frames = read_all_frames(&mut agent);
-    let errors: Vec<String> = frames.iter().filter(|f| f.kind == FrameType::Error).map(|f| String::from_utf8_lossy(&f.payload).into_owned()).collect();
+    let errors: Vec<String> = frames
+        .iter()
+        .filter(|f| f.kind == FrameType::Error)
+        .map(|f| String::from_utf8_lossy(&f.payload).into_owned())
+        .collect();
     assert_eq!(errors.len(), 4, "{errors:?}");
     assert!(errors[0].contains("unexpected CONTROL"), "{errors:?}");
     assert!(errors[1].contains("RESIZE payload must be 4 bytes"), "{errors:?}");
@@ -321,7 +338,8 @@ fn frames_during_exec_that_do_not_belong_get_an_error_but_the_exec_goes_on() {
 
     // an oversized frame mid-exec ends the input (stdin EOF) but the exec still reports EXIT
     let mut agent = StdioAgent::spawn(&d, &Opts::default()).unwrap();
-    proto::write_frame(&mut agent, FrameType::Request, &serde_json::to_vec(&ExecRequest::new(["cat"])).unwrap()).unwrap();
+    proto::write_frame(&mut agent, FrameType::Request, &serde_json::to_vec(&ExecRequest::new(["cat"])).unwrap())
+        .unwrap();
     std::io::Write::write_all(&mut agent, &[0, 0x7f, 0, 0, 0]).unwrap();
     let frames = read_all_frames(&mut agent);
     assert!(String::from_utf8_lossy(&frames[0].payload).contains("2130706432"), "{frames:?}");
@@ -344,7 +362,9 @@ fn signal_is_not_stuck_behind_stdin_the_process_does_not_read() {
             input.send_stdin(&vec![b'x'; 1 << 20]).unwrap();
             input.signal(libc::SIGKILL).unwrap();
         });
-        let out = within(30, &format!("EXIT after SIGNAL behind 1 MiB of stdin (tty {tty})"), move || exec.wait_output().unwrap());
+        let out = within(30, &format!("EXIT after SIGNAL behind 1 MiB of stdin (tty {tty})"), move || {
+            exec.wait_output().unwrap()
+        });
         assert_eq!(out.status.code, 128 + 9, "tty {tty}");
         feeder.join().unwrap();
     }
@@ -377,7 +397,11 @@ fn on_a_tty_half_close_and_an_oversized_frame_are_stdin_eof() {
         std::io::Write::write_all(&mut agent, &[0, 0x7f, 0, 0, 0]).unwrap();
         read_all_frames(&mut agent)
     });
-    let errors: Vec<String> = frames.iter().filter(|f| f.kind == FrameType::Error).map(|f| String::from_utf8_lossy(&f.payload).into_owned()).collect();
+    let errors: Vec<String> = frames
+        .iter()
+        .filter(|f| f.kind == FrameType::Error)
+        .map(|f| String::from_utf8_lossy(&f.payload).into_owned())
+        .collect();
     assert!(errors.len() == 1 && errors[0].contains("2130706432"), "{errors:?}");
     let last = frames.last().unwrap();
     assert_eq!((last.kind, proto::parse_exit(&last.payload).unwrap().0), (FrameType::Exit, 0));
@@ -393,7 +417,11 @@ fn nothing_follows_exit_even_with_frames_still_coming() {
         let mut s = agent.connect();
         let mut w = s.try_clone().unwrap();
         let feeder = std::thread::spawn(move || {
-            let _ = proto::write_frame(&mut w, FrameType::Request, &serde_json::to_vec(&ExecRequest::new(["true"])).unwrap());
+            let _ = proto::write_frame(
+                &mut w,
+                FrameType::Request,
+                &serde_json::to_vec(&ExecRequest::new(["true"])).unwrap(),
+            );
             let t = Instant::now();
             while t.elapsed() < Duration::from_millis(300) {
                 if std::io::Write::write_all(&mut w, &[0x42, 0, 0, 0, 0].repeat(64)).is_err() {

@@ -20,9 +20,15 @@ fn reading_a_fifo_or_a_device_is_refused_without_blocking() {
     let c = std::ffi::CString::new(fifo.clone()).unwrap();
     // SAFETY: `c` is a NUL-terminated path.
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
-    for (path, kind) in [(fifo.clone(), "fifo"), ("/dev/ptmx".to_string(), "character device"), ("/dev/null".to_string(), "character device")] {
+    for (path, kind) in [
+        (fifo.clone(), "fifo"),
+        ("/dev/ptmx".to_string(), "character device"),
+        ("/dev/null".to_string(), "character device"),
+    ] {
         let (d1, p1) = (d.clone(), path.clone());
-        let e = within(20, &format!("read_file {path}"), move || agent_err(stdio_client(&d1, Opts::default()).read_file(&p1, None)));
+        let e = within(20, &format!("read_file {path}"), move || {
+            agent_err(stdio_client(&d1, Opts::default()).read_file(&p1, None))
+        });
         assert!(e.contains(&path) && e.contains(kind) && e.contains("not a regular file"), "{e}");
         let (d1, p1) = (d.clone(), path.clone());
         let e = within(20, &format!("read_file_chunk {path}"), move || {
@@ -48,7 +54,14 @@ fn read_file_chunk_reads_proc_files_to_their_end() {
     assert!(String::from_utf8(all).unwrap().contains("Pid:"));
 }
 
-fn chunk(c: &supermachine_agent_client::Client<impl supermachine_agent_client::Connector>, path: &str, offset: u64, data: &[u8], last: bool, token: &str) -> Result<(), Error> {
+fn chunk(
+    c: &supermachine_agent_client::Client<impl supermachine_agent_client::Connector>,
+    path: &str,
+    offset: u64,
+    data: &[u8],
+    last: bool,
+    token: &str,
+) -> Result<(), Error> {
     let req = supermachine_agent_proto::ControlRequest::WriteFileChunk {
         path: path.into(),
         offset,
@@ -61,7 +74,11 @@ fn chunk(c: &supermachine_agent_client::Client<impl supermachine_agent_client::C
 }
 
 fn chunk_files(d: &TempDir) -> Vec<String> {
-    std::fs::read_dir(&d.0).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).filter(|n| n.contains(".sm-chunk.")).collect()
+    std::fs::read_dir(&d.0)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".sm-chunk."))
+        .collect()
 }
 
 #[test]
@@ -76,7 +93,10 @@ fn chunk_offsets_must_follow_each_other_and_tokens_are_not_reused() {
     // A gap, an overlap and an absurd offset.
     for off in [8, 2, 1 << 40] {
         let e = agent_err(chunk(&c, &p, off, b"zz", false, "t"));
-        assert!(e.contains(&format!("offset {off}")) && e.contains("4 bytes so far") && e.contains("without gaps"), "{e}");
+        assert!(
+            e.contains(&format!("offset {off}")) && e.contains("4 bytes so far") && e.contains("without gaps"),
+            "{e}"
+        );
     }
     chunk(&c, &p, 4, b"4567", false, "t").unwrap();
     chunk(&c, &p, 8, b"89ab", true, "t").unwrap();
@@ -106,8 +126,12 @@ fn abandoned_chunk_uploads_are_removed() {
     // A chunk whose connection drops half-way takes its upload with it.
     chunk(&c, &d.s("b"), 0, b"first", false, "cut").unwrap();
     let mut a = StdioAgent::spawn(&d, &Opts::default()).unwrap();
-    let json = format!(r#"{{"action":"write_file_chunk","path":"{}","offset":5,"token":"cut","last":true,"data_b64":"AAAA"#, d.s("b"));
-    let mut frame = supermachine_agent_proto::header(supermachine_agent_proto::FrameType::Control, json.len() + 1000).to_vec();
+    let json = format!(
+        r#"{{"action":"write_file_chunk","path":"{}","offset":5,"token":"cut","last":true,"data_b64":"AAAA"#,
+        d.s("b")
+    );
+    let mut frame =
+        supermachine_agent_proto::header(supermachine_agent_proto::FrameType::Control, json.len() + 1000).to_vec();
     frame.extend_from_slice(json.as_bytes());
     std::io::Write::write_all(&mut a, &frame).unwrap();
     a.stdin.lock().unwrap().take();
@@ -135,9 +159,13 @@ fn file_data_before_the_path_is_written_all_the_same() {
     assert_eq!(ack["ok"], true, "{ack:?}");
     assert_eq!(ack["bytes"], 5);
     assert_eq!(std::fs::read(&p).unwrap(), b"hello");
-    let ack = raw(format!(r#"{{"data_b64":"MDEy","last":false,"offset":0,"path":"{p}","token":"k","action":"write_file_chunk"}}"#));
+    let ack = raw(format!(
+        r#"{{"data_b64":"MDEy","last":false,"offset":0,"path":"{p}","token":"k","action":"write_file_chunk"}}"#
+    ));
     assert_eq!(ack["ok"], true, "{ack:?}");
-    let ack = raw(format!(r#"{{"action":"write_file_chunk","data_b64":"Mw==","last":true,"offset":3,"path":"{p}","token":"k"}}"#));
+    let ack = raw(format!(
+        r#"{{"action":"write_file_chunk","data_b64":"Mw==","last":true,"offset":3,"path":"{p}","token":"k"}}"#
+    ));
     assert_eq!(ack["ok"], true, "{ack:?}");
     assert_eq!(std::fs::read(&p).unwrap(), b"0123");
     // Escaped slashes in the base64 are JSON, not base64 errors.
@@ -167,12 +195,17 @@ fn names_of_the_longest_length_are_written_too() {
     assert!(e.contains("already used"), "{e}");
     chunk(&c, &target, 4, b"two", true, &token).unwrap();
     assert_eq!(std::fs::read(&target).unwrap(), b"one two");
-    let names: Vec<String> = std::fs::read_dir(&d.0).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let names: Vec<String> =
+        std::fs::read_dir(&d.0).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     assert!(names.iter().all(|n| n.len() <= 255), "{names:?}");
 
     let staged = d.s(&"z".repeat(255));
     let mut req = supermachine_agent_proto::ExecRequest::new(["cat", &staged]);
-    req.stage_files.push(supermachine_agent_proto::StageFile { path: staged.clone(), data_b64: supermachine_agent_proto::b64::encode(b"staged"), mode: None });
+    req.stage_files.push(supermachine_agent_proto::StageFile {
+        path: staged.clone(),
+        data_b64: supermachine_agent_proto::b64::encode(b"staged"),
+        mode: None,
+    });
     let out = c.exec(&req, None).unwrap();
     assert_eq!((out.status.code, out.stdout.as_slice()), (0, &b"staged"[..]));
 }

@@ -57,14 +57,20 @@ fn connections_over_the_cap_get_an_error_and_threads_stay_bounded() {
         let frames = frames_until_close(&mut s, 5);
         assert_eq!(frames.len(), 1, "connection {} over the cap: {frames:?}", idle.len() + refused);
         let msg = String::from_utf8_lossy(&frames[0].payload);
-        assert!(frames[0].kind == FrameType::Error && msg.contains("agent busy") && msg.contains("128 connections"), "{msg}");
+        assert!(
+            frames[0].kind == FrameType::Error && msg.contains("agent busy") && msg.contains("128 connections"),
+            "{msg}"
+        );
         refused += 1;
     }
     assert_eq!(refused, 1000 - CAP);
     let threads = proc_status_kib(apid, "Threads:").unwrap();
     let rss = proc_status_kib(apid, "VmRSS:").unwrap();
     let hwm = proc_status_kib(apid, "VmHWM:").unwrap();
-    eprintln!("{} idle connections + {refused} refused: agent {threads} threads, VmRSS {rss} KiB, VmHWM {hwm} KiB", idle.len());
+    eprintln!(
+        "{} idle connections + {refused} refused: agent {threads} threads, VmRSS {rss} KiB, VmHWM {hwm} KiB",
+        idle.len()
+    );
     assert!(threads <= CAP as u64 + 4, "{threads} threads");
     // Once they close, their slots are free again.
     drop(idle);

@@ -30,7 +30,9 @@ fn recursive_remove_refuses_dotdot_and_keeps_mount_points_as_root() {
     std::fs::write(d.path("tree/top"), b"x").unwrap();
     std::fs::write(d.path("outside/precious"), b"keep me").unwrap();
     // A bind mount of a folder on the same filesystem (same st_dev) and a tmpfs.
-    let script = format!("mount --bind {outside} {tree}/bind && mount -t tmpfs none {tree}/tmpfs && echo inner > {tree}/tmpfs/inner");
+    let script = format!(
+        "mount --bind {outside} {tree}/bind && mount -t tmpfs none {tree}/tmpfs && echo inner > {tree}/tmpfs/inner"
+    );
     let out = c.exec(&ExecRequest::new(["sh", "-c", &script]), None).unwrap();
     assert_eq!(out.status.code, 0, "{}", String::from_utf8_lossy(&out.stderr));
 
@@ -43,14 +45,18 @@ fn recursive_remove_refuses_dotdot_and_keeps_mount_points_as_root() {
 
     // The tree goes, its mount points and what they hold stay.
     let e = agent_err(c.remove(&tree, true));
-    assert!(e.contains(&format!("{tree}/bind")) && e.contains(&format!("{tree}/tmpfs")) && e.contains("mount point"), "{e}");
+    assert!(
+        e.contains(&format!("{tree}/bind")) && e.contains(&format!("{tree}/tmpfs")) && e.contains("mount point"),
+        "{e}"
+    );
     assert_eq!(std::fs::read(d.path("outside/precious")).unwrap(), b"keep me");
     assert!(!exists(&d.path("tree/a")) && !exists(&d.path("tree/top")));
     let out = c.exec(&ExecRequest::new(["cat", &format!("{tree}/tmpfs/inner")]), None).unwrap();
     assert_eq!(out.stdout, b"inner\n");
 
     // Unmounted, the rest can go.
-    let out = c.exec(&ExecRequest::new(["sh", "-c", &format!("umount {tree}/bind && umount {tree}/tmpfs")]), None).unwrap();
+    let out =
+        c.exec(&ExecRequest::new(["sh", "-c", &format!("umount {tree}/bind && umount {tree}/tmpfs")]), None).unwrap();
     assert_eq!(out.status.code, 0);
     c.remove(&tree, true).unwrap();
     assert!(!exists(&d.path("tree")) && exists(&d.path("outside/precious")));

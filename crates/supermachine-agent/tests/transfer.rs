@@ -52,7 +52,9 @@ fn requests_over_the_argument_limits_are_refused_at_once() {
     for i in 0..200_000 {
         req.env.insert(format!("V{i}"), "1".into());
     }
-    let e = within(20, "REQUEST with 200,000 env vars", move || agent_err(stdio_client(&TempDir::new("env200k"), Opts::default()).exec(&req, None)));
+    let e = within(20, "REQUEST with 200,000 env vars", move || {
+        agent_err(stdio_client(&TempDir::new("env200k"), Opts::default()).exec(&req, None))
+    });
     assert!(e.contains("65536 strings"), "{e}");
 }
 
@@ -63,7 +65,9 @@ fn a_large_environment_is_handled_in_linear_time() {
     for i in 0..30_000 {
         req.env.insert(format!("V{i}"), format!("v{i}"));
     }
-    let out = within(20, "REQUEST with 30,000 env vars", move || stdio_client(&TempDir::new("env30k"), Opts::default()).exec(&req, None).unwrap());
+    let out = within(20, "REQUEST with 30,000 env vars", move || {
+        stdio_client(&TempDir::new("env30k"), Opts::default()).exec(&req, None).unwrap()
+    });
     assert_eq!(String::from_utf8_lossy(&out.stdout), "v29999 v0\n30000\n");
 }
 

@@ -57,11 +57,20 @@ pub fn compact(fdt: &[u8]) -> Result<Vec<u8>, String> {
 /// DTB it would give the guest, and writes its [`compact`] form to `out`.
 pub fn write_compact_virt_dtb(mut qemu: Command, out: &Path) -> Result<(), String> {
     let dump = out.with_extension("qemu.dtb");
-    let status = qemu.arg("-machine").arg(format!("dumpdtb={}", dump.display()))
-        .stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).output()
+    let status = qemu
+        .arg("-machine")
+        .arg(format!("dumpdtb={}", dump.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
         .map_err(|e| format!("running QEMU to dump the DTB: {e}"))?;
     let bytes = std::fs::read(&dump).map_err(|e| {
-        format!("QEMU wrote no DTB to {} ({e}); it said: {}", dump.display(), String::from_utf8_lossy(&status.stderr).trim())
+        format!(
+            "QEMU wrote no DTB to {} ({e}); it said: {}",
+            dump.display(),
+            String::from_utf8_lossy(&status.stderr).trim()
+        )
     })?;
     let _ = std::fs::remove_file(&dump);
     let packed = compact(&bytes).map_err(|e| format!("the DTB QEMU dumped: {e}"))?;
@@ -89,8 +98,17 @@ mod tests {
         let strs_len = b.len() - strs;
         b.extend(vec![0u8; pad]);
         let total = b.len() as u32;
-        for (off, v) in [(0, FDT_MAGIC), (4, total), (8, st as u32), (12, strs as u32), (16, rsv as u32),
-                         (20, 17), (24, 16), (32, strs_len as u32), (36, st_len as u32)] {
+        for (off, v) in [
+            (0, FDT_MAGIC),
+            (4, total),
+            (8, st as u32),
+            (12, strs as u32),
+            (16, rsv as u32),
+            (20, 17),
+            (24, 16),
+            (32, strs_len as u32),
+            (36, st_len as u32),
+        ] {
             b[off..off + 4].copy_from_slice(&v.to_be_bytes());
         }
         b

@@ -74,9 +74,17 @@ impl Default for GuestOptions {
 impl GuestOptions {
     /// Defaults for booting `payloads` on their usual QEMU machine.
     pub fn for_payloads(payloads: GuestPayloads) -> Self {
-        GuestOptions { payloads, machine: payloads.machine, mem_mib: 256, cpus: 1,
-                       extra_cmdline: String::new(), workload: None, ready_timeout: Duration::from_secs(120),
-                       image: None, backend: vsock::BackendKind::default() }
+        GuestOptions {
+            payloads,
+            machine: payloads.machine,
+            mem_mib: 256,
+            cpus: 1,
+            extra_cmdline: String::new(),
+            workload: None,
+            ready_timeout: Duration::from_secs(120),
+            image: None,
+            backend: vsock::BackendKind::default(),
+        }
     }
 }
 
@@ -150,21 +158,29 @@ impl Guest {
         let vm = Vm::spawn(&cfg)?;
         t.vmm_start = start.elapsed();
 
-        let client = Client::new(BoundedVsock { uds: backend.uds_path().to_path_buf(), port: 1028,
-                                                read_timeout: Duration::from_secs(120) });
+        let client = Client::new(BoundedVsock {
+            uds: backend.uds_path().to_path_buf(),
+            port: 1028,
+            read_timeout: Duration::from_secs(120),
+        });
         let deadline = Instant::now() + opts.ready_timeout;
         // The runtime's readiness check: exec /bin/true, each try bounded to 5 s, until one
         // succeeds. The bound matters: a connection made while the guest's vsock driver is
         // still coming up can be accepted by the backend and then never answered.
-        let prober = Client::new(BoundedVsock { uds: backend.uds_path().to_path_buf(), port: 1028,
-                                                read_timeout: Duration::from_secs(5) });
+        let prober = Client::new(BoundedVsock {
+            uds: backend.uds_path().to_path_buf(),
+            port: 1028,
+            read_timeout: Duration::from_secs(5),
+        });
         let probe = ExecRequest::new(["/bin/true"]);
         loop {
             match prober.exec(&probe, None) {
                 Ok(out) if out.status.success() => break,
                 _ if Instant::now() > deadline => {
-                    return Err(io::Error::new(io::ErrorKind::TimedOut, format!(
-                        "agent not ready after {:?}; console:\n{}", opts.ready_timeout, vm.console_text())));
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("agent not ready after {:?}; console:\n{}", opts.ready_timeout, vm.console_text()),
+                    ));
                 }
                 _ => std::thread::sleep(Duration::from_millis(200)),
             }
@@ -176,7 +192,13 @@ impl Guest {
     /// Writes `bytes` to `path` in the guest through the agent (parent folders made, mode 0755:
     /// scripts and programs a test stages after boot).
     pub fn install(&self, path: &str, bytes: &[u8]) -> Result<(), String> {
-        let req = ExecRequest::new(["/bin/sh", "-c", "mkdir -p \"${1%/*}\" && cat > \"$1\" && chmod 0755 \"$1\"", "install", path]);
+        let req = ExecRequest::new([
+            "/bin/sh",
+            "-c",
+            "mkdir -p \"${1%/*}\" && cat > \"$1\" && chmod 0755 \"$1\"",
+            "install",
+            path,
+        ]);
         match self.client.exec(&req, Some(bytes)) {
             Ok(out) if out.status.success() => Ok(()),
             Ok(out) => Err(format!("installing {path} failed: {}", String::from_utf8_lossy(&out.stderr))),

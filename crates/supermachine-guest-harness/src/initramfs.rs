@@ -23,10 +23,9 @@ pub struct Options {
 /// The generated `/init`. Every step prints a `sm-init:` line on failure, never silently.
 pub fn init_script(opts: &Options) -> String {
     let workload = match &opts.workload {
-        Some(cmd) => format!(
-            "/.supermachine/busybox sh -c {} &\necho $! > /run/supermachine-workload.pid\n",
-            shell_quote(cmd)
-        ),
+        Some(cmd) => {
+            format!("/.supermachine/busybox sh -c {} &\necho $! > /run/supermachine-workload.pid\n", shell_quote(cmd))
+        }
         None => String::new(),
     };
     let agent_args = opts.agent_args.iter().map(|a| shell_quote(a)).collect::<Vec<_>>().join(" ");
@@ -34,10 +33,7 @@ pub fn init_script(opts: &Options) -> String {
         Some(m) => format!("/bin/busybox echo {}\n", shell_quote(m)),
         None => String::new(),
     };
-    INIT_TEMPLATE
-        .replace("@MARKER@", &marker)
-        .replace("@WORKLOAD@", &workload)
-        .replace("@AGENT_ARGS@", &agent_args)
+    INIT_TEMPLATE.replace("@MARKER@", &marker).replace("@WORKLOAD@", &workload).replace("@AGENT_ARGS@", &agent_args)
 }
 
 const INIT_TEMPLATE: &str = r#"#!/bin/busybox sh
@@ -125,9 +121,11 @@ pub fn supermachine(busybox: &[u8], agent: &[u8], opts: &Options) -> Vec<u8> {
     for d in ["bin", "proc", "dev", "sys", "modules"] {
         a.dir(d, 0o755);
     }
-    a.file("bin/busybox", 0o755, busybox)
-        .file("supermachine-agent", 0o755, agent)
-        .file("init", 0o755, init_script(opts).as_bytes());
+    a.file("bin/busybox", 0o755, busybox).file("supermachine-agent", 0o755, agent).file(
+        "init",
+        0o755,
+        init_script(opts).as_bytes(),
+    );
     a.finish()
 }
 

@@ -8,9 +8,9 @@ pub mod cpio;
 pub mod dtb;
 pub mod guest;
 pub mod initramfs;
+pub mod oci;
 pub mod payloads;
 pub mod profile;
-pub mod oci;
 pub mod qemu;
 pub mod rootfs;
 pub mod tsi;
@@ -36,7 +36,11 @@ pub fn find_tool(tool: &str) -> Option<PathBuf> {
 /// is a failure with the fix in the message.
 pub fn require_tools(tools: &[&str]) {
     let missing: Vec<&str> = tools.iter().copied().filter(|t| find_tool(t).is_none()).collect();
-    assert!(missing.is_empty(), "this test needs {} on PATH (scripts/install-prereqs.sh installs them)", missing.join(", "));
+    assert!(
+        missing.is_empty(),
+        "this test needs {} on PATH (scripts/install-prereqs.sh installs them)",
+        missing.join(", ")
+    );
 }
 
 /// Finds `tool` on PATH for the tools (demo, benchmarks). Outside CI a missing tool returns

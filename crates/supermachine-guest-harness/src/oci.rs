@@ -6,6 +6,7 @@
 //! [`GuestPayloads`].
 
 use crate::cpio::Archive;
+use crate::guest::BoundedVsock;
 use crate::payloads::GuestPayloads;
 use crate::qemu::{Vm, VmConfig};
 use crate::{rootfs, virtiofs, vsock};
@@ -16,7 +17,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use crate::guest::BoundedVsock;
 use supermachine_agent_client::{proto::ExecRequest, Client};
 
 /// The wall-clock time (Unix seconds) every OCI guest boots with (`supermachine.host_time=`):
@@ -54,7 +54,13 @@ impl ImageFile {
 /// Lays out the image in `dir`: busybox tree, `/.supermachine/agent` (when `agent` is given),
 /// `/.supermachine/config.json` (when `config` is given), then `files` (which may replace any
 /// of these, e.g. /etc/passwd).
-pub fn image_tree(dir: &Path, busybox: &[u8], agent: Option<&[u8]>, config: Option<&str>, files: &[ImageFile]) -> io::Result<()> {
+pub fn image_tree(
+    dir: &Path,
+    busybox: &[u8],
+    agent: Option<&[u8]>,
+    config: Option<&str>,
+    files: &[ImageFile],
+) -> io::Result<()> {
     rootfs::busybox_tree(dir, busybox)?;
     std::fs::create_dir_all(dir.join(".supermachine"))?;
     if let Some(agent) = agent {
@@ -121,9 +127,20 @@ impl Default for OciOptions {
 impl OciOptions {
     /// Defaults (agent in the image, vsock, 256 MiB) for `payloads`.
     pub fn for_payloads(payloads: GuestPayloads) -> Self {
-        OciOptions { payloads, config: None, files: Vec::new(), agent: true, image: true, vsock: true,
-                     delta: None, delta_agent: false, env_json: None, extra_cmdline: String::new(), mem_mib: 256,
-                     virtiofs: Vec::new() }
+        OciOptions {
+            payloads,
+            config: None,
+            files: Vec::new(),
+            agent: true,
+            image: true,
+            vsock: true,
+            delta: None,
+            delta_agent: false,
+            env_json: None,
+            extra_cmdline: String::new(),
+            mem_mib: 256,
+            virtiofs: Vec::new(),
+        }
     }
 }
 
@@ -214,7 +231,10 @@ impl OciGuest {
             _ => None,
         };
         cfg.vhost_user_vsock = backend.as_ref().map(|b| b.vhost_socket().to_path_buf());
-        let shares = opts.virtiofs.iter().map(|(tag, src)| virtiofs::Share::start(dir.path(), tag, src))
+        let shares = opts
+            .virtiofs
+            .iter()
+            .map(|(tag, src)| virtiofs::Share::start(dir.path(), tag, src))
             .collect::<io::Result<Vec<_>>>()?;
         cfg.vhost_user_fs = shares.iter().map(|s| (s.tag.clone(), s.socket().to_path_buf())).collect();
         let vm = Vm::spawn(&cfg)?;

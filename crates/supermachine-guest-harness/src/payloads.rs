@@ -24,9 +24,15 @@ pub struct GuestPayloads {
 /// The x86_64 crate's payloads (QEMU microvm with ACPI, so power-off ends QEMU).
 pub fn x86_64() -> GuestPayloads {
     use supermachine_kernel_x86_64 as p;
-    GuestPayloads { arch: "x86_64", kernel: p::KERNEL_BYTES, busybox: p::BUSYBOX_BYTES,
-                    agent: p::SUPERMACHINE_AGENT_BYTES, init_oci: p::INIT_OCI_BYTES,
-                    machine: Machine::Microvm { acpi: true }, qemu: "qemu-system-x86_64" }
+    GuestPayloads {
+        arch: "x86_64",
+        kernel: p::KERNEL_BYTES,
+        busybox: p::BUSYBOX_BYTES,
+        agent: p::SUPERMACHINE_AGENT_BYTES,
+        init_oci: p::INIT_OCI_BYTES,
+        machine: Machine::Microvm { acpi: true },
+        qemu: "qemu-system-x86_64",
+    }
 }
 
 /// The payloads of `arch` (`"x86_64"` or `"aarch64"`), or None for any other name.
@@ -42,8 +48,8 @@ impl GuestPayloads {
     /// The same payloads with the kernel read from `path` (a kernel you built, or the published
     /// one). The bytes live as long as the process, like the crates' own.
     pub fn with_kernel_file(self, path: &std::path::Path) -> std::io::Result<GuestPayloads> {
-        let bytes = std::fs::read(path)
-            .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+        let bytes =
+            std::fs::read(path).map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
         Ok(GuestPayloads { kernel: Box::leak(bytes.into_boxed_slice()), ..self })
     }
 }
@@ -51,7 +57,13 @@ impl GuestPayloads {
 /// The aarch64 crate's payloads (QEMU virt, cortex-a72).
 pub fn aarch64() -> GuestPayloads {
     use supermachine_kernel_aarch64 as p;
-    GuestPayloads { arch: "aarch64", kernel: p::KERNEL_BYTES, busybox: p::BUSYBOX_BYTES,
-                    agent: p::SUPERMACHINE_AGENT_BYTES, init_oci: p::INIT_OCI_BYTES,
-                    machine: Machine::Virt, qemu: "qemu-system-aarch64" }
+    GuestPayloads {
+        arch: "aarch64",
+        kernel: p::KERNEL_BYTES,
+        busybox: p::BUSYBOX_BYTES,
+        agent: p::SUPERMACHINE_AGENT_BYTES,
+        init_oci: p::INIT_OCI_BYTES,
+        machine: Machine::Virt,
+        qemu: "qemu-system-aarch64",
+    }
 }

@@ -93,7 +93,13 @@ pub fn traced_init_script_with(opts: &Options, clk: bool, probe: Option<&str>) -
 
 /// The supermachine initramfs with the traced `/init`, a `/dev/kmsg` node (markers are written
 /// before devtmpfs is mounted) and, if given, the counter helper.
-pub fn traced_initramfs(busybox: &[u8], agent: &[u8], opts: &Options, clk: Option<&[u8]>, probe: Option<&str>) -> Vec<u8> {
+pub fn traced_initramfs(
+    busybox: &[u8],
+    agent: &[u8],
+    opts: &Options,
+    clk: Option<&[u8]>,
+    probe: Option<&str>,
+) -> Vec<u8> {
     let mut a = Archive::new();
     for d in ["bin", "proc", "dev", "sys", "modules"] {
         a.dir(d, 0o755);
@@ -241,7 +247,9 @@ pub fn build(recs: &[Record], host: &HostTimes, icount: bool) -> Result<Timeline
         ev.push((n.to_string(), offset + t));
     }
     let agent_exec = find("agent-exec").unwrap();
-    let listening = recs.iter().find(|r| r.t * 1000.0 >= agent_exec && r.text.contains("listening"))
+    let listening = recs
+        .iter()
+        .find(|r| r.t * 1000.0 >= agent_exec && r.text.contains("listening"))
         .ok_or("no agent 'listening' line in dmesg")?;
     ev.push(("agent-listening".into(), offset + listening.t * 1000.0));
     let end = if icount {
@@ -251,10 +259,24 @@ pub fn build(recs: &[Record], host: &HostTimes, icount: bool) -> Result<Timeline
     };
     ev.push(("first-exec".into(), end));
     let phases = ev.windows(2).map(|w| (phase_name(&w[0].0), w[1].1 - w[0].1)).collect();
-    let notes = recs.iter()
-        .filter(|r| ["crng init", "Trying to unpack", "Freeing initrd", "Freeing unused kernel", "Run /init",
-                     "random:", "clocksource: Switched", "virtio_blk", "squashfs", "overlayfs"]
-                .iter().any(|k| r.text.contains(k)))
+    let notes = recs
+        .iter()
+        .filter(|r| {
+            [
+                "crng init",
+                "Trying to unpack",
+                "Freeing initrd",
+                "Freeing unused kernel",
+                "Run /init",
+                "random:",
+                "clocksource: Switched",
+                "virtio_blk",
+                "squashfs",
+                "overlayfs",
+            ]
+            .iter()
+            .any(|k| r.text.contains(k))
+        })
         .map(|r| (r.text.clone(), offset + r.t * 1000.0))
         .collect();
     Ok(Timeline { events: ev, phases, initcalls: ic, notes })
@@ -319,7 +341,10 @@ mod tests {
         let total: f64 = t.phases.iter().map(|p| p.1).sum();
         assert!((total - 180.0).abs() < 1e-9, "phases add up to the end: {total}");
         assert_eq!(t.initcalls.len(), 2);
-        assert_eq!(t.initcalls[1], Initcall { name: "slow_probe".into(), start: 0.011, usecs: 20000, reported_usecs: 20000 });
+        assert_eq!(
+            t.initcalls[1],
+            Initcall { name: "slow_probe".into(), start: 0.011, usecs: 20000, reported_usecs: 20000 }
+        );
         assert_eq!(t.phases.len(), t.events.len() - 1);
     }
 
@@ -342,13 +367,17 @@ mod tests {
         for n in ["init-start", "launch-start", "agent-exec"] {
             assert_eq!(s.matches(&format!("{MARK} {n}'")).count(), 1, "{n}");
         }
-        assert!(s.contains("exec /.supermachine/agent  2>/dev/kmsg") || s.contains("exec /.supermachine/agent 2>/dev/kmsg"), "{s}");
+        assert!(
+            s.contains("exec /.supermachine/agent  2>/dev/kmsg") || s.contains("exec /.supermachine/agent 2>/dev/kmsg"),
+            "{s}"
+        );
         assert!(s.contains(&format!("/{CLK_PATH}\n")));
         let p = traced_init_script_with(&Options::default(), false, Some("chroot /newroot /bin/sh -c true"));
         let i = p.find("chroot /newroot").unwrap();
         assert!(p[..i].ends_with(&mark_line("probe-step")) && p[i..].contains("mount --move /proc"), "{p}");
         // Same script otherwise: dropping marker lines gives back the original.
-        let stripped: String = s.lines()
+        let stripped: String = s
+            .lines()
             .filter(|l| !l.contains(MARK) && *l != format!("/{CLK_PATH}"))
             .map(|l| format!("{}\n", l.replace(" 2>/dev/kmsg", "")))
             .collect();

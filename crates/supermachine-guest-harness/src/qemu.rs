@@ -88,9 +88,19 @@ pub struct VmConfig {
 impl VmConfig {
     /// A config with defaults: 128 MiB, 1 vCPU, no disks.
     pub fn new(machine: Machine, kernel: impl Into<PathBuf>) -> Self {
-        VmConfig { machine, kernel: kernel.into(), initrd: None, append: String::new(), mem_mib: 128,
-                   cpus: 1, drives: Vec::new(), vhost_user_vsock: None, vhost_user_fs: Vec::new(), tsc_khz: None,
-                   extra_args: Vec::new() }
+        VmConfig {
+            machine,
+            kernel: kernel.into(),
+            initrd: None,
+            append: String::new(),
+            mem_mib: 128,
+            cpus: 1,
+            drives: Vec::new(),
+            vhost_user_vsock: None,
+            vhost_user_fs: Vec::new(),
+            tsc_khz: None,
+            extra_args: Vec::new(),
+        }
     }
 
     /// The full QEMU command line.
@@ -103,8 +113,10 @@ impl VmConfig {
         let mut append = self.append.clone();
         match self.machine {
             Machine::Microvm { acpi } => {
-                c.args(["-M", &format!("microvm,pit=on,pic=on,rtc=on,acpi={}{membackend}",
-                                       if acpi { "on" } else { "off" })]);
+                c.args([
+                    "-M",
+                    &format!("microvm,pit=on,pic=on,rtc=on,acpi={}{membackend}", if acpi { "on" } else { "off" }),
+                ]);
                 c.args(["-cpu", "max"]);
                 append = format!("console=ttyS0 tsc_early_khz={} {append}", self.tsc_khz.unwrap_or(TSC_EARLY_KHZ));
             }
@@ -201,19 +213,22 @@ impl Vm {
             // Disks, vsock and virtio-fs sit behind virtio-mmio slots the DTB lists either way;
             // leaving them out keeps the dump from opening the disk files or the backends'
             // sockets (QEMU's virtiofsd serves one connection, then exits).
-            let probe = VmConfig { drives: Vec::new(), vhost_user_vsock: None, vhost_user_fs: Vec::new(), ..cfg.clone() };
+            let probe =
+                VmConfig { drives: Vec::new(), vhost_user_vsock: None, vhost_user_fs: Vec::new(), ..cfg.clone() };
             crate::dtb::write_compact_virt_dtb(probe.command(), &dtb).map_err(std::io::Error::other)?;
             cmd.arg("-dtb").arg(&dtb);
             dtb_dir = Some(dir);
         }
         cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let started = Instant::now();
-        let mut child = cmd.spawn().map_err(|e| {
-            std::io::Error::new(e.kind(), format!("starting {:?}: {e}", cfg.machine.binary()))
-        })?;
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| std::io::Error::new(e.kind(), format!("starting {:?}: {e}", cfg.machine.binary())))?;
         let console = Arc::new((Mutex::new(Console::default()), Condvar::new()));
-        for (stream, tag) in [(child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>), ""),
-                              (child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>), "qemu: ")] {
+        for (stream, tag) in [
+            (child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>), ""),
+            (child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>), "qemu: "),
+        ] {
             let Some(stream) = stream else { continue };
             let console = console.clone();
             std::thread::spawn(move || {
@@ -248,10 +263,13 @@ impl Vm {
     pub fn write_guest_phys(&self, gpa: u64, bytes: &[u8]) -> std::io::Result<()> {
         use std::os::unix::fs::FileExt;
         let fds = std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))?;
-        let memfd = fds.flatten().map(|e| e.path())
+        let memfd = fds
+            .flatten()
+            .map(|e| e.path())
             .find(|p| std::fs::read_link(p).is_ok_and(|t| t.to_string_lossy().starts_with("/memfd:mem")))
             .ok_or_else(|| std::io::Error::other("QEMU has no memfd guest RAM (boot with a vhost-user device)"))?;
-        let offset = gpa.checked_sub(self.ram_base)
+        let offset = gpa
+            .checked_sub(self.ram_base)
             .ok_or_else(|| std::io::Error::other(format!("{gpa:#x} is below guest RAM ({:#x})", self.ram_base)))?;
         std::fs::OpenOptions::new().write(true).open(memfd)?.write_all_at(bytes, offset)
     }
@@ -270,8 +288,11 @@ impl Vm {
             if c.closed || now >= deadline {
                 let why = if c.closed { "QEMU exited" } else { "timed out" };
                 let log: Vec<_> = c.lines.iter().map(|(_, l)| l.as_str()).collect();
-                return Err(format!("{why} after {:?} waiting for {marker:?}; console:\n{}",
-                                   self.started.elapsed(), log.join("\n")));
+                return Err(format!(
+                    "{why} after {:?} waiting for {marker:?}; console:\n{}",
+                    self.started.elapsed(),
+                    log.join("\n")
+                ));
             }
             c = cv.wait_timeout(c, deadline - now).unwrap().0;
         }
@@ -315,8 +336,11 @@ impl Vm {
     /// Console lines between the lines containing `begin` and `end` markers.
     pub fn section(&self, begin: &str, end: &str) -> Vec<String> {
         let c = self.console.0.lock().unwrap();
-        c.lines.iter().map(|(_, l)| l.clone())
-            .skip_while(|l| !l.contains(begin)).skip(1)
+        c.lines
+            .iter()
+            .map(|(_, l)| l.clone())
+            .skip_while(|l| !l.contains(begin))
+            .skip(1)
             .take_while(|l| !l.contains(end))
             .collect()
     }

@@ -15,11 +15,7 @@ pub const HTTP_BODY: &str = "hello from the host through TSI\n";
 pub const DNS_ANSWER: [u8; 4] = [10, 200, 0, 99];
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
 
-fn spawn_tcp(
-    ip: IpAddr,
-    name: &'static str,
-    serve: fn(TcpStream) -> io::Result<()>,
-) -> io::Result<SocketAddr> {
+fn spawn_tcp(ip: IpAddr, name: &'static str, serve: fn(TcpStream) -> io::Result<()>) -> io::Result<SocketAddr> {
     let l = TcpListener::bind((ip, 0))
         .map_err(|e| io::Error::new(e.kind(), format!("binding the {name} server to {ip}: {e} (run inside scripts/tsi-test.sh, which gives its network namespace that address)")))?;
     let addr = l.local_addr()?;
@@ -44,11 +40,7 @@ fn serve_http(mut s: TcpStream) -> io::Result<()> {
         }
         req.extend_from_slice(&buf[..n]);
     }
-    write!(
-        s,
-        "HTTP/1.0 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{HTTP_BODY}",
-        HTTP_BODY.len()
-    )
+    write!(s, "HTTP/1.0 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{HTTP_BODY}", HTTP_BODY.len())
 }
 
 /// One line from `s`, without its newline: byte by byte (nothing read past it), at most `max`
@@ -128,11 +120,7 @@ impl Checksum {
 
 /// The TCP servers: (http, source, sink).
 pub fn spawn_tcp_servers(ip: IpAddr) -> io::Result<(SocketAddr, SocketAddr, SocketAddr)> {
-    Ok((
-        spawn_tcp(ip, "http", serve_http)?,
-        spawn_tcp(ip, "source", serve_source)?,
-        spawn_tcp(ip, "sink", serve_sink)?,
-    ))
+    Ok((spawn_tcp(ip, "http", serve_http)?, spawn_tcp(ip, "source", serve_source)?, spawn_tcp(ip, "sink", serve_sink)?))
 }
 
 /// A UDP echo server: answers "echo:" + payload to whoever sent it.
@@ -233,9 +221,7 @@ mod tests {
     #[test]
     fn dns_reply_answers_a_and_nothing_else() {
         // id 0x1234, RD, one question: "a.sm" A IN
-        let q = [
-            0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 1, b'a', 2, b's', b'm', 0, 0, 1, 0, 1,
-        ];
+        let q = [0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 1, b'a', 2, b's', b'm', 0, 0, 1, 0, 1];
         let r = dns_reply(&q).unwrap();
         assert_eq!(&r[..2], &[0x12, 0x34]);
         assert_eq!(&r[6..8], &[0, 1], "one answer");

@@ -30,13 +30,17 @@ impl Share {
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
-            .map_err(|e| io::Error::new(e.kind(), format!("{VIRTIOFSD}: {e} (package qemu-system-common; needs root)")))?;
+            .map_err(|e| {
+                io::Error::new(e.kind(), format!("{VIRTIOFSD}: {e} (package qemu-system-common; needs root)"))
+            })?;
         let mut share = Share { tag: tag.to_string(), socket, child };
         let t = Instant::now();
         while !share.socket.exists() {
             if let Some(st) = share.child.try_wait()? {
-                return Err(io::Error::other(format!("{VIRTIOFSD} for {} exited ({st}) before its socket appeared",
-                                                    source.display())));
+                return Err(io::Error::other(format!(
+                    "{VIRTIOFSD} for {} exited ({st}) before its socket appeared",
+                    source.display()
+                )));
             }
             if t.elapsed() > Duration::from_secs(10) {
                 return Err(io::Error::other(format!("{VIRTIOFSD}: no socket {} after 10 s", share.socket.display())));

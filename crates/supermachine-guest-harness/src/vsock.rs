@@ -43,21 +43,34 @@ impl Backend {
         let vhost_socket = dir.join("vhu.sock");
         let uds = dir.join("vm.vsock");
         let (program, extra, stderr, hint): (PathBuf, &[String], Stdio, &str) = match kind {
-            BackendKind::VhostDeviceVsock => ("vhost-device-vsock".into(), &[], Stdio::null(),
-                "install it: cargo install --locked vhost-device-vsock --version 0.3.0"),
-            BackendKind::Tsi { program, args } => (program.clone(), args,
+            BackendKind::VhostDeviceVsock => (
+                "vhost-device-vsock".into(),
+                &[],
+                Stdio::null(),
+                "install it: cargo install --locked vhost-device-vsock --version 0.3.0",
+            ),
+            BackendKind::Tsi { program, args } => (
+                program.clone(),
+                args,
                 Stdio::from(std::fs::File::create(dir.join("backend.log"))?),
-                "build it: cargo build --release --manifest-path tools/Cargo.toml -p tsi-backend"),
+                "build it: cargo build --release --manifest-path tools/Cargo.toml -p tsi-backend",
+            ),
         };
         let mut cmd = Command::new(&program);
-        cmd.arg("--guest-cid").arg(GUEST_CID.to_string())
-            .arg("--socket").arg(&vhost_socket)
-            .arg("--uds-path").arg(&uds);
+        cmd.arg("--guest-cid")
+            .arg(GUEST_CID.to_string())
+            .arg("--socket")
+            .arg(&vhost_socket)
+            .arg("--uds-path")
+            .arg(&uds);
         if matches!(kind, BackendKind::Tsi { .. }) {
             cmd.arg("--dir").arg(dir);
         }
-        let child = cmd.args(extra)
-            .stdin(Stdio::null()).stdout(Stdio::null()).stderr(stderr)
+        let child = cmd
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .map_err(|e| io::Error::new(e.kind(), format!("starting {} ({e}); {hint}", program.display())))?;
         let mut b = Backend { child, vhost_socket, uds };
@@ -67,7 +80,10 @@ impl Backend {
                 return Err(io::Error::other(format!("{} exited early: {st}", program.display())));
             }
             if Instant::now() > deadline {
-                return Err(io::Error::new(io::ErrorKind::TimedOut, format!("{} did not create its socket in 10 s", program.display())));
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("{} did not create its socket in 10 s", program.display()),
+                ));
             }
             std::thread::sleep(Duration::from_millis(10));
         }

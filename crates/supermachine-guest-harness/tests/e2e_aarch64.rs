@@ -21,7 +21,16 @@ fn aarch64_guest_reaches_the_agent_and_runs_commands() {
     let out = c.exec(&ExecRequest::new(["uname", "-m"]), None).unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "aarch64");
     assert!(c.probe().unwrap().protocol >= 5);
-    let out = c.exec(&ExecRequest::new(["/bin/sh", "-c", "zcat /proc/config.gz | grep -c '^CONFIG_VIRTIO_VSOCKETS=y'; cat /sys/devices/system/cpu/online"]), None).unwrap();
+    let out = c
+        .exec(
+            &ExecRequest::new([
+                "/bin/sh",
+                "-c",
+                "zcat /proc/config.gz | grep -c '^CONFIG_VIRTIO_VSOCKETS=y'; cat /sys/devices/system/cpu/online",
+            ]),
+            None,
+        )
+        .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "1\n0-1\n");
     // The machine the runtime's HVF device tree describes (docs/KERNEL.md, "The runtime's
     // aarch64 device tree"): a GICv3 and no seeds in /chosen (so no KASLR), PSCI by HVC.
@@ -30,7 +39,12 @@ fn aarch64_guest_reaches_the_agent_and_runs_commands() {
     // A clean boot log: no WARN, BUG, oops or page-attribute complaint.
     let out = c.exec(&ExecRequest::new(["/bin/sh", "-c", "dmesg"]), None).unwrap();
     let dmesg = String::from_utf8_lossy(&out.stdout);
-    assert!(dmesg.lines().count() > 50, "dmesg looks empty ({:?}): {dmesg} {}", out.status, String::from_utf8_lossy(&out.stderr));
+    assert!(
+        dmesg.lines().count() > 50,
+        "dmesg looks empty ({:?}): {dmesg} {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
     let bad = supermachine_guest_harness::suspicious_dmesg_lines(dmesg.lines());
     assert!(bad.is_empty(), "{} suspicious dmesg lines, first: {:?}", bad.len(), &bad[..bad.len().min(5)]);
     // vCPU parking through the built-in smpark driver (kernel-patches/aarch64/0002): the
@@ -43,7 +57,10 @@ fn aarch64_guest_reaches_the_agent_and_runs_commands() {
     assert_eq!(c.smpark_park().unwrap(), vec![1]);
     assert_eq!(c.smpark_park().unwrap(), vec![1], "a second PARK while parked returns at once");
     assert_eq!(c.smpark_unpark().unwrap(), vec![1]);
-    assert_eq!(sh(c, "cat /sys/devices/system/cpu/online; taskset -c 1 echo ran-on-cpu1"), (true, "0-1\nran-on-cpu1".to_string()));
+    assert_eq!(
+        sh(c, "cat /sys/devices/system/cpu/online; taskset -c 1 echo ran-on-cpu1"),
+        (true, "0-1\nran-on-cpu1".to_string())
+    );
     assert_eq!(c.smpark_unpark().unwrap(), vec![1], "UNPARK when not parked is harmless");
     eprintln!("aarch64 boot timings: {:?}", g.timings);
     g.poweroff(Duration::from_secs(60)).unwrap();
@@ -62,9 +79,15 @@ fn aarch64_agent_flow_in_26_mib() {
     assert!(out.status.success() && out.stdout.starts_with(b"MemTotal:"), "{out:?}");
     let out = g.client.exec(&ExecRequest::new(["wc", "-c", "/sys/firmware/fdt"]), None).unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    let dtb_bytes: u64 = text.split_whitespace().next().and_then(|n| n.parse().ok())
+    let dtb_bytes: u64 = text
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("wc -c /sys/firmware/fdt: {out:?}"));
-    assert!(dtb_bytes < 64 << 10, "the guest's DTB is {dtb_bytes} bytes: QEMU's padded one, not the harness's compact one");
+    assert!(
+        dtb_bytes < 64 << 10,
+        "the guest's DTB is {dtb_bytes} bytes: QEMU's padded one, not the harness's compact one"
+    );
 }
 
 /// vCPU parking as the runtime's HVF VMM drives it, with 2 and 4 vCPUs: PARK and UNPARK through
@@ -85,7 +108,8 @@ fn aarch64_smpark_agent_and_host_direct_unpark() {
             String::from_utf8_lossy(&o.stdout).trim().to_string()
         };
         let gpa = sh("cat /sys/kernel/smpark/state_gpa");
-        let gpa = u64::from_str_radix(gpa.trim_start_matches("0x"), 16).unwrap_or_else(|e| panic!("state_gpa {gpa:?}: {e}"));
+        let gpa =
+            u64::from_str_radix(gpa.trim_start_matches("0x"), 16).unwrap_or_else(|e| panic!("state_gpa {gpa:?}: {e}"));
         let secondaries: Vec<u32> = (1..cpus).collect();
         let last = cpus - 1;
         let timed = |f: &dyn Fn() -> Vec<u32>| {
@@ -111,8 +135,10 @@ fn aarch64_smpark_agent_and_host_direct_unpark() {
         assert_eq!(c.smpark_park().unwrap(), secondaries, "PARK after a direct unpark");
         assert_eq!(c.smpark_unpark().unwrap(), secondaries);
         assert_eq!(sh(&format!("taskset -c {last} echo ran")), "ran");
-        eprintln!("smpark {cpus} vCPUs (TCG): PARK {park:?}, second PARK {park2:?}, UNPARK {unpark:?}, \
-                   host-direct unpark -> exec on cpu{last} {direct:?}");
+        eprintln!(
+            "smpark {cpus} vCPUs (TCG): PARK {park:?}, second PARK {park2:?}, UNPARK {unpark:?}, \
+                   host-direct unpark -> exec on cpu{last} {direct:?}"
+        );
         let _ = g.poweroff(Duration::from_secs(60));
     }
 }

@@ -14,8 +14,11 @@ fn sh(cmd: &str) -> ExecRequest {
 }
 
 fn boot(extra_cmdline: &str) -> Guest {
-    let opts = GuestOptions { extra_cmdline: extra_cmdline.into(),
-                              workload: Some("sleep 100000".into()), ..GuestOptions::default() };
+    let opts = GuestOptions {
+        extra_cmdline: extra_cmdline.into(),
+        workload: Some("sleep 100000".into()),
+        ..GuestOptions::default()
+    };
     Guest::boot(&opts).unwrap_or_else(|e| panic!("boot failed: {e}"))
 }
 
@@ -58,7 +61,9 @@ fn boot_and_exec_through_the_agent() {
     assert!(matches!(ex.next_event().unwrap(), Event::Stdout(b) if b == b"started\n"));
     ex.signal(15).unwrap();
     let code = loop {
-        if let Event::Exit(s) = ex.next_event().unwrap() { break s.code; }
+        if let Event::Exit(s) = ex.next_event().unwrap() {
+            break s.code;
+        }
     };
     assert_eq!(code, 128 + 15);
 
@@ -81,7 +86,11 @@ fn boot_and_exec_through_the_agent() {
 
     // sync_time: set the guest clock a day ahead, then back to now
     let guest_now = |c: &supermachine_agent_client::Client<_>| -> i64 {
-        String::from_utf8(c.exec(&ExecRequest::new(["date", "+%s"]), None).unwrap().stdout).unwrap().trim().parse().unwrap()
+        String::from_utf8(c.exec(&ExecRequest::new(["date", "+%s"]), None).unwrap().stdout)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
     };
     let host_now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     c.sync_time((host_now + 86_400) * 1_000_000_000).unwrap();
@@ -124,11 +133,16 @@ fn boot_and_exec_through_the_agent() {
 fn boots_with_supermachine_cmdline_tokens() {
     require_tools(&["qemu-system-x86_64", "mksquashfs", "vhost-device-vsock"]);
     let host_time = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-    let g = boot(&format!("reboot=t tsi_hijack supermachine.host_time={host_time} sm.volume=/dev/vdq:/data sm.virtiofs=nosuchtag:/shared"));
+    let g = boot(&format!(
+        "reboot=t tsi_hijack supermachine.host_time={host_time} sm.volume=/dev/vdq:/data sm.virtiofs=nosuchtag:/shared"
+    ));
     let out = g.client.exec(&ExecRequest::new(["cat", "/proc/cmdline"]), None).unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("tsi_hijack"));
     let guest_time: u64 = String::from_utf8(g.client.exec(&ExecRequest::new(["date", "+%s"]), None).unwrap().stdout)
-        .unwrap().trim().parse().unwrap();
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     assert!(guest_time >= host_time, "init did not set the clock from supermachine.host_time");
     assert!(g.vm.console_text().contains("volume /dev/vdq not present"));
     g.poweroff(Duration::from_secs(60)).unwrap();

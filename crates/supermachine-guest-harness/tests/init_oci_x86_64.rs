@@ -32,7 +32,8 @@ fn config() -> String {
     r#"{"architecture":"amd64","os":"linux",
         "config":{"User":"app","Env":["PATH=/bin:/usr/bin","GREETING=hello from the image"],
                    "Entrypoint":["/bin/workload"],"Cmd":["first-arg"],"WorkingDir":"/srv/app"},
-        "rootfs":{"type":"layers","diff_ids":[]}}"#.to_string()
+        "rootfs":{"type":"layers","diff_ids":[]}}"#
+        .to_string()
 }
 
 fn users() -> Vec<ImageFile> {
@@ -58,9 +59,17 @@ fn entrypoint_runs_as_configured_and_agent_answers_over_vsock() {
     let c = g.wait_agent(BOOT).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(c.probe().expect("probe").protocol, 5);
     // init-oci stays PID 1; the agent is its child; the workload pid is recorded and alive.
-    let out = c.exec(&ExecRequest::new(["/bin/sh", "-c",
-        "cat /proc/1/comm; cat /proc/$PPID/comm 2>/dev/null; p=$(cat /run/supermachine-workload.pid); \
-         tr '\\0' ' ' < /proc/$p/cmdline; echo; stat -c %u /proc/$p; id -u; cat /proc/mounts"]), None).unwrap();
+    let out = c
+        .exec(
+            &ExecRequest::new([
+                "/bin/sh",
+                "-c",
+                "cat /proc/1/comm; cat /proc/$PPID/comm 2>/dev/null; p=$(cat /run/supermachine-workload.pid); \
+         tr '\\0' ' ' < /proc/$p/cmdline; echo; stat -c %u /proc/$p; id -u; cat /proc/mounts",
+            ]),
+            None,
+        )
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     let lines: Vec<&str> = text.lines().collect();
     assert!(out.status.success(), "{text}");
@@ -69,12 +78,21 @@ fn entrypoint_runs_as_configured_and_agent_answers_over_vsock() {
     assert_eq!(lines[2], "/bin/sh /bin/workload first-arg ", "workload pid file points elsewhere: {text}");
     assert_eq!(lines[3], "1000", "workload not running as uid 1000: {text}");
     assert_eq!(lines[4], "0", "agent execs should run as root: {text}");
-    for m in ["overlay / overlay", "proc /proc proc", "sysfs /sys sysfs", "devtmpfs /dev devtmpfs", "devpts /dev/pts devpts",
-              "/dev/shm tmpfs", "/run tmpfs"] {
+    for m in [
+        "overlay / overlay",
+        "proc /proc proc",
+        "sysfs /sys sysfs",
+        "devtmpfs /dev devtmpfs",
+        "devpts /dev/pts devpts",
+        "/dev/shm tmpfs",
+        "/run tmpfs",
+    ] {
         assert!(text.contains(m), "mount {m:?} missing:\n{text}");
     }
     // The image is writable (tmpfs upper layer) and the clock came from the cmdline.
-    let out = c.exec(&ExecRequest::new(["/bin/sh", "-c", "echo x > /srv/app/new && cat /srv/app/new && date -u +%s"]), None).unwrap();
+    let out = c
+        .exec(&ExecRequest::new(["/bin/sh", "-c", "echo x > /srv/app/new && cat /srv/app/new && date -u +%s"]), None)
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     let (written, clock) = text.split_once('\n').unwrap_or_else(|| panic!("{text:?}"));
     assert_eq!(written, "x");
@@ -115,7 +133,11 @@ fn expect_failure(opts: OciOptions, error: &str, status: u8) {
 #[ignore = "needs qemu-system-x86_64, mksquashfs (scripts/test.sh runs it)"]
 fn invalid_json_prints_its_error_and_powers_off() {
     require_tools(&["qemu-system-x86_64", "mksquashfs"]);
-    let opts = OciOptions { config: Some(r#"{"config": {"Cmd": ["/bin/true"],}"#.into()), vsock: false, ..OciOptions::default() };
+    let opts = OciOptions {
+        config: Some(r#"{"config": {"Cmd": ["/bin/true"],}"#.into()),
+        vsock: false,
+        ..OciOptions::default()
+    };
     expect_failure(opts, "init-oci: error: /.supermachine/config.json: invalid JSON", 30);
 }
 
@@ -123,8 +145,11 @@ fn invalid_json_prints_its_error_and_powers_off() {
 #[ignore = "needs qemu-system-x86_64, mksquashfs (scripts/test.sh runs it)"]
 fn missing_entrypoint_prints_its_error_and_powers_off() {
     require_tools(&["qemu-system-x86_64", "mksquashfs"]);
-    let opts = OciOptions { config: Some(r#"{"config": {"Env": ["A=1"], "Entrypoint": null}}"#.into()), vsock: false,
-                            ..OciOptions::default() };
+    let opts = OciOptions {
+        config: Some(r#"{"config": {"Env": ["A=1"], "Entrypoint": null}}"#.into()),
+        vsock: false,
+        ..OciOptions::default()
+    };
     expect_failure(opts, "no entrypoint", 31);
 }
 
@@ -132,7 +157,11 @@ fn missing_entrypoint_prints_its_error_and_powers_off() {
 #[ignore = "needs qemu-system-x86_64, mksquashfs (scripts/test.sh runs it)"]
 fn entrypoint_not_in_image_and_no_rootfs_power_off_with_their_status() {
     require_tools(&["qemu-system-x86_64", "mksquashfs"]);
-    let opts = OciOptions { config: Some(r#"{"Cmd": ["/usr/bin/missing-server"]}"#.into()), vsock: false, ..OciOptions::default() };
+    let opts = OciOptions {
+        config: Some(r#"{"Cmd": ["/usr/bin/missing-server"]}"#.into()),
+        vsock: false,
+        ..OciOptions::default()
+    };
     expect_failure(opts, "\"/usr/bin/missing-server\" not found", 32);
     let opts = OciOptions { image: false, vsock: false, ..OciOptions::default() };
     expect_failure(opts, "no image rootfs", 20);
@@ -144,8 +173,11 @@ fn entrypoint_not_in_image_and_no_rootfs_power_off_with_their_status() {
 #[ignore = "needs qemu-system-x86_64, mksquashfs (scripts/test.sh runs it)"]
 fn cmdline_overrides_without_config_file() {
     require_tools(&["qemu-system-x86_64", "mksquashfs"]);
-    let script = ImageFile { path: "/bin/report".into(), mode: 0o755,
-                             data: b"#!/bin/sh\necho \"@@ report x=$X uid=$(id -u) gid=$(id -g) pwd=$(pwd) args=$*\"\n".to_vec() };
+    let script = ImageFile {
+        path: "/bin/report".into(),
+        mode: 0o755,
+        data: b"#!/bin/sh\necho \"@@ report x=$X uid=$(id -u) gid=$(id -g) pwd=$(pwd) args=$*\"\n".to_vec(),
+    };
     let opts = OciOptions {
         config: None, vsock: false, agent: false, files: vec![script],
         extra_cmdline: r#"sm.cmd="report one two" sm.env=X=cmdline sm.workdir=/tmp sm.user=65534:65534 sm.agent=none sm.on_exit=poweroff"#.into(),
@@ -182,8 +214,16 @@ fn runtime_delta_layer_files_and_env_service() {
         ImageFile::new("/.supermachine-hostname", "deltabox\n"),
     ];
     let env = r#"{"env":{"PATH":"/bin:/usr/bin","GREETING":"from the env service","SUPERMACHINE_GUEST_STDIO":"console"},"secrets":{"TOKEN":"s3cret"}}"#;
-    let opts = OciOptions { config: Some(config()), files, agent: false, delta: Some(delta), delta_agent: true,
-                            env_json: Some(env.into()), extra_cmdline: "tsi_hijack".into(), ..OciOptions::default() };
+    let opts = OciOptions {
+        config: Some(config()),
+        files,
+        agent: false,
+        delta: Some(delta),
+        delta_agent: true,
+        env_json: Some(env.into()),
+        extra_cmdline: "tsi_hijack".into(),
+        ..OciOptions::default()
+    };
     let g = OciGuest::boot(&opts).expect("boot");
     g.vm.wait_for("@@ ready", BOOT).unwrap_or_else(|e| panic!("{e}"));
     let console = g.vm.console_text();
@@ -193,12 +233,21 @@ fn runtime_delta_layer_files_and_env_service() {
         assert!(console.contains(m), "marker {m:?} missing:\n{console}");
     }
     let c = g.wait_agent(BOOT).unwrap_or_else(|e| panic!("{e}"));
-    let out = c.exec(&ExecRequest::new(["/bin/sh", "-c", "cat /proc/$PPID/comm; cat /etc/resolv.conf; ls /run/supermachine-agent-ready"]), None).unwrap();
+    let out = c
+        .exec(
+            &ExecRequest::new([
+                "/bin/sh",
+                "-c",
+                "cat /proc/$PPID/comm; cat /etc/resolv.conf; ls /run/supermachine-agent-ready",
+            ]),
+            None,
+        )
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert_eq!(text, "supermachine-ag\nnameserver 1.1.1.1\noptions timeout:2 attempts:2 no-aaaa single-request\n/run/supermachine-agent-ready\n",
                "agent not /supermachine-agent, or not the runtime's resolv.conf: {text}");
     // The workload ends: PID 1 parks (the runtime's marker), the VM stays up.
-        // Every exec inherits the workload's environment, secrets included, as on the runtime.
+    // Every exec inherits the workload's environment, secrets included, as on the runtime.
     let out = c.exec(&ExecRequest::new(["/bin/sh", "-c", "echo $GREETING/$TOKEN"]), None).unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "from the env service/s3cret\n");
     c.control(&ControlRequest::Signal { signum: 15 }).expect("signal");

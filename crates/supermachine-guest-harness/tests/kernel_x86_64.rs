@@ -5,7 +5,11 @@
 
 use std::collections::BTreeSet;
 use std::time::Duration;
-use supermachine_guest_harness::{cpio::Archive, qemu::{Machine, Vm, VmConfig}, require_tools, workspace_root};
+use supermachine_guest_harness::{
+    cpio::Archive,
+    qemu::{Machine, Vm, VmConfig},
+    require_tools, workspace_root,
+};
 use supermachine_kernel as guest;
 
 const PROBE_INIT: &str = r#"#!/bin/busybox sh
@@ -62,8 +66,11 @@ fn boot(machine: Machine, mem_mib: u32, extra_append: &str, disk: bool) -> Probe
 
 impl Probe {
     fn set(&self, name: &str) -> BTreeSet<String> {
-        self.vm.section(&format!("@@ begin {name}"), &format!("@@ end {name}")).into_iter()
-            .map(|l| l.split_whitespace().last().unwrap_or("").to_string()).collect()
+        self.vm
+            .section(&format!("@@ begin {name}"), &format!("@@ end {name}"))
+            .into_iter()
+            .map(|l| l.split_whitespace().last().unwrap_or("").to_string())
+            .collect()
     }
 }
 
@@ -83,24 +90,54 @@ fn requested_options() -> Vec<String> {
 
 fn check_full_probe(p: &Probe) {
     let fs = p.set("filesystems");
-    for want in ["ext4", "squashfs", "overlay", "tmpfs", "proc", "sysfs", "devtmpfs", "devpts",
-                 "fuse", "virtiofs", "cgroup2", "binfmt_misc", "hugetlbfs", "autofs", "vfat", "iso9660",
-                 "erofs", "bpf"] {
+    for want in [
+        "ext4",
+        "squashfs",
+        "overlay",
+        "tmpfs",
+        "proc",
+        "sysfs",
+        "devtmpfs",
+        "devpts",
+        "fuse",
+        "virtiofs",
+        "cgroup2",
+        "binfmt_misc",
+        "hugetlbfs",
+        "autofs",
+        "vfat",
+        "iso9660",
+        "erofs",
+        "bpf",
+    ] {
         assert!(fs.contains(want), "/proc/filesystems lacks {want}: {fs:?}");
     }
     let drivers = p.set("drivers");
-    for want in ["platform:virtio-mmio", "pci:virtio-pci", "virtio:virtio_blk", "virtio:virtio_net",
-                 "virtio:vmw_vsock_virtio_transport", "virtio:virtio_rng", "virtio:virtio_balloon",
-                 "virtio:virtio_console", "virtio:virtiofs"] {
+    for want in [
+        "platform:virtio-mmio",
+        "pci:virtio-pci",
+        "virtio:virtio_blk",
+        "virtio:virtio_net",
+        "virtio:vmw_vsock_virtio_transport",
+        "virtio:virtio_rng",
+        "virtio:virtio_balloon",
+        "virtio:virtio_console",
+        "virtio:virtiofs",
+    ] {
         assert!(drivers.contains(want), "driver {want} missing: {drivers:?}");
     }
     let lines = p.vm.section("@@ begin config", "@@ end config");
     // Lines of the section that are not config text: a kernel message printed on the console in
     // the middle of the dump splits a line, which then reads as a missing option.
-    let foreign: Vec<&String> = lines.iter().filter(|l| !(l.is_empty() || l.starts_with("CONFIG_") || l.starts_with('#'))).collect();
+    let foreign: Vec<&String> =
+        lines.iter().filter(|l| !(l.is_empty() || l.starts_with("CONFIG_") || l.starts_with('#'))).collect();
     let config: BTreeSet<String> = lines.iter().cloned().collect();
     for opt in requested_options() {
-        assert!(config.contains(&opt), "/proc/config.gz lacks {opt} ({} lines read; lines that are not config text: {foreign:?})", lines.len());
+        assert!(
+            config.contains(&opt),
+            "/proc/config.gz lacks {opt} ({} lines read; lines that are not config text: {foreign:?})",
+            lines.len()
+        );
     }
     assert!(config.contains("# CONFIG_MODULES is not set"), "modules must be off");
     assert!(config.contains("# CONFIG_VSOCKETS_LOOPBACK is not set"));
@@ -138,7 +175,10 @@ fn pc_machine_boots_through_seabios() {
 #[test]
 #[ignore = "needs qemu-system-x86_64 (scripts/test.sh runs it)"]
 fn microvm_the_supermachine_way_with_cmdline_devices_and_unknown_tokens() {
-    let extra = format!("reboot=t sm_reboot tsi_hijack supermachine.host_time={} sm.volume=/dev/vdz:/mnt", supermachine_guest_harness::oci::HOST_TIME);
+    let extra = format!(
+        "reboot=t sm_reboot tsi_hijack supermachine.host_time={} sm.volume=/dev/vdz:/mnt",
+        supermachine_guest_harness::oci::HOST_TIME
+    );
     let p = boot(Machine::Microvm { acpi: false }, 128, &extra, true);
     assert!(p.set("blocks").contains("vda"), "cmdline virtio-mmio disk not found:\n{}", p.vm.console_text());
     let cmdline = p.vm.console_text();

@@ -11,7 +11,11 @@
 
 use std::process::Command;
 use std::time::Duration;
-use supermachine_guest_harness::{cpio::Archive, qemu::{Machine, Vm, VmConfig, TCG_ACCEL}, require_tools, workspace_root};
+use supermachine_guest_harness::{
+    cpio::Archive,
+    qemu::{Machine, Vm, VmConfig, TCG_ACCEL},
+    require_tools, workspace_root,
+};
 use supermachine_kernel as guest;
 
 const INIT: &str = r#"#!/bin/busybox sh
@@ -24,7 +28,8 @@ echo "@@ exit $?"
 
 /// `XMC patches=N calls=N traps_in_flight=N traps_stale=N` as (name, value) pairs.
 fn fields(line: &str) -> Vec<(String, u64)> {
-    line.split_whitespace().filter_map(|kv| kv.split_once('='))
+    line.split_whitespace()
+        .filter_map(|kv| kv.split_once('='))
         .map(|(k, v)| (k.to_string(), v.parse().unwrap_or_else(|_| panic!("bad value {v:?} for {k} in {line:?}"))))
         .collect()
 }
@@ -57,10 +62,13 @@ fn smp_guest_never_runs_code_memory_no_longer_holds() {
     vm.wait_for("@@ exit", Duration::from_secs(180)).unwrap_or_else(|e| panic!("{e}"));
     vm.wait_exit(Duration::from_secs(60)).unwrap();
     let console = vm.console_text();
-    let line = console.lines().find(|l| l.starts_with("XMC "))
+    let line = console
+        .lines()
+        .find(|l| l.starts_with("XMC "))
         .unwrap_or_else(|| panic!("no XMC line from the guest program:\n{console}"));
     let f = fields(line);
-    let get = |k: &str| f.iter().find(|(n, _)| n == k).map(|(_, v)| *v).unwrap_or_else(|| panic!("{k} missing in {line:?}"));
+    let get =
+        |k: &str| f.iter().find(|(n, _)| n == k).map(|(_, v)| *v).unwrap_or_else(|| panic!("{k} missing in {line:?}"));
     // The race window was exercised: patches completed and the executor hit in-flight int3s.
     assert!(get("patches") >= 50, "too few patches to say anything: {line}");
     assert!(get("traps_in_flight") > 0, "the executor never met a patch in flight: {line}");

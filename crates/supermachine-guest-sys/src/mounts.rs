@@ -29,12 +29,23 @@ pub const API_MOUNTS: [MountSpec; 5] = [
         flags: libc::MS_NOSUID | libc::MS_NOEXEC,
         data: "mode=0620,ptmxmode=0666,gid=5",
     },
-    MountSpec { source: "shm", target: "/dev/shm", fstype: "tmpfs", flags: libc::MS_NOSUID | libc::MS_NODEV, data: "mode=1777" },
+    MountSpec {
+        source: "shm",
+        target: "/dev/shm",
+        fstype: "tmpfs",
+        flags: libc::MS_NOSUID | libc::MS_NODEV,
+        data: "mode=1777",
+    },
 ];
 
 /// The tmpfs on /run.
-pub const RUN_MOUNT: MountSpec =
-    MountSpec { source: "run", target: "/run", fstype: "tmpfs", flags: libc::MS_NOSUID | libc::MS_NODEV, data: "mode=0755" };
+pub const RUN_MOUNT: MountSpec = MountSpec {
+    source: "run",
+    target: "/run",
+    fstype: "tmpfs",
+    flags: libc::MS_NOSUID | libc::MS_NODEV,
+    data: "mode=0755",
+};
 
 /// The /dev symlinks programs expect (devtmpfs does not create them).
 pub const DEV_SYMLINKS: [(&str, &str); 5] = [

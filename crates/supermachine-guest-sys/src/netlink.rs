@@ -148,7 +148,9 @@ pub fn fake_interface() -> io::Result<()> {
         .end()
         .finish();
     match send(&sock, &create) {
-        Err(e) if e.raw_os_error() != Some(libc::EEXIST) => return Err(io::Error::new(e.kind(), format!("create veth {FAKE_IFACE}: {e}"))),
+        Err(e) if e.raw_os_error() != Some(libc::EEXIST) => {
+            return Err(io::Error::new(e.kind(), format!("create veth {FAKE_IFACE}: {e}")))
+        }
         _ => {}
     }
     let index = index_of(FAKE_IFACE)?;

@@ -47,7 +47,8 @@ pub struct SpawnError {
 }
 
 /// The child's set-up steps, by the code it reports (index into this table).
-const STEPS: [&str; 8] = ["setsid", "set up the terminal", "set up stdio", "setgroups", "setgid", "setuid", "chdir", "exec"];
+const STEPS: [&str; 8] =
+    ["setsid", "set up the terminal", "set up stdio", "setgroups", "setgid", "setuid", "chdir", "exec"];
 const SETSID: u8 = 0;
 const TERMINAL: u8 = 1;
 const STDIO: u8 = 2;

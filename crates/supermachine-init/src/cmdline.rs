@@ -93,10 +93,19 @@ pub struct Cmdline {
 impl Default for Cmdline {
     fn default() -> Self {
         Cmdline {
-            host_time: None, rootfs: Vec::new(), volumes: Vec::new(), virtiofs: Vec::new(),
-            config_path: crate::DEFAULT_CONFIG_PATH.into(), agent: Some(crate::DEFAULT_AGENT_PATH.into()),
-            hostname: None, stop_timeout_secs: 5, on_exit: OnExit::Stay, tsi: false, host_ipv6: None,
-            kcache: false, pre_exec_sync: false,
+            host_time: None,
+            rootfs: Vec::new(),
+            volumes: Vec::new(),
+            virtiofs: Vec::new(),
+            config_path: crate::DEFAULT_CONFIG_PATH.into(),
+            agent: Some(crate::DEFAULT_AGENT_PATH.into()),
+            hostname: None,
+            stop_timeout_secs: 5,
+            on_exit: OnExit::Stay,
+            tsi: false,
+            host_ipv6: None,
+            kcache: false,
+            pre_exec_sync: false,
             overrides: Overrides::default(),
         }
     }
@@ -173,11 +182,14 @@ impl Cmdline {
             }
             let Some((key, v)) = tok.split_once('=') else { continue };
             match key {
-                "supermachine.host_time" => c.host_time = Some(parse_time(v).ok_or_else(|| format!("{key}={v}: not a time in seconds"))?),
+                "supermachine.host_time" => {
+                    c.host_time = Some(parse_time(v).ok_or_else(|| format!("{key}={v}: not a time in seconds"))?)
+                }
                 // Only the first character counts, as in the runtime's init.
                 "supermachine.host_ipv6" => c.host_ipv6 = v.chars().next().map(|ch| ch != '0'),
                 "sm.rootfs" => {
-                    c.rootfs = v.split(',').filter(|s| !s.is_empty()).map(|s| abs_path(key, s)).collect::<Result<_, _>>()?;
+                    c.rootfs =
+                        v.split(',').filter(|s| !s.is_empty()).map(|s| abs_path(key, s)).collect::<Result<_, _>>()?;
                 }
                 "sm.volume" => {
                     let (device, target, read_only) = mount_spec(key, v)?;
@@ -208,7 +220,9 @@ impl Cmdline {
                 "sm.user" => c.overrides.user = Some(v.to_string()),
                 "sm.hostname" => c.hostname = Some(v.to_string()),
                 "sm.agent" => c.agent = if v == "none" { None } else { Some(abs_path(key, v)?) },
-                "sm.stop_timeout" => c.stop_timeout_secs = v.parse().map_err(|_| format!("{key}={v}: not a number of seconds"))?,
+                "sm.stop_timeout" => {
+                    c.stop_timeout_secs = v.parse().map_err(|_| format!("{key}={v}: not a number of seconds"))?
+                }
                 "sm.on_exit" => {
                     c.on_exit = match v {
                         "stay" => OnExit::Stay,
@@ -250,9 +264,12 @@ mod tests {
 
     #[test]
     fn supermachine_cold_boot_cmdline() {
-        let c = Cmdline::parse("console=ttyS0 panic=-1 reboot=t tsi_hijack supermachine.host_time=1795305600 \
+        let c = Cmdline::parse(
+            "console=ttyS0 panic=-1 reboot=t tsi_hijack supermachine.host_time=1795305600 \
             virtio_mmio.device=0x1000@0xd0000000:5 sm.volume=/dev/vdb:/data sm.virtiofs=share:/mnt/host:ro \
-            root=/dev/vda unknown.token=1 flag").unwrap();
+            root=/dev/vda unknown.token=1 flag",
+        )
+        .unwrap();
         assert_eq!(c.host_time, Some((1795305600, 0)));
         assert!(c.tsi);
         assert_eq!(c.volumes, vec![Volume { device: "/dev/vdb".into(), target: "/data".into(), read_only: false }]);
@@ -270,9 +287,12 @@ mod tests {
     fn supermachine_hvf_cmdline() {
         // What supermachine 0.7.108 passes on HVF (bake with kcache + pre-exec sync), plus the
         // worker's appended tokens.
-        let c = Cmdline::parse("earlycon=pl011,mmio32,0x09000000 console=ttyAMA0 quiet loglevel=4 tsi_hijack \
+        let c = Cmdline::parse(
+            "earlycon=pl011,mmio32,0x09000000 console=ttyAMA0 quiet loglevel=4 tsi_hijack \
             supermachine.host_time=1795305600 supermachine.kcache=1 supermachine.pre_exec_sync=1 \
-            supermachine.tsi_token=00ff supermachine.host_ipv6=0 ipv6.disable=1").unwrap();
+            supermachine.tsi_token=00ff supermachine.host_ipv6=0 ipv6.disable=1",
+        )
+        .unwrap();
         assert!(c.tsi && c.kcache && c.pre_exec_sync);
         assert_eq!(c.host_ipv6, Some(false));
         assert_eq!(c.host_time, Some((1795305600, 0)));
@@ -282,9 +302,12 @@ mod tests {
 
     #[test]
     fn overrides() {
-        let c = Cmdline::parse("sm.entrypoint=\"/bin/sh -c\" sm.cmd= sm.env=A=1 sm.env=B=x=y sm.workdir=/srv \
+        let c = Cmdline::parse(
+            "sm.entrypoint=\"/bin/sh -c\" sm.cmd= sm.env=A=1 sm.env=B=x=y sm.workdir=/srv \
             sm.user=nobody:nogroup sm.rootfs=/dev/vdb,/dev/vdc sm.agent=none sm.on_exit=poweroff sm.stop_timeout=2 \
-            sm.hostname=box supermachine.host_time=12.5 -- sm.user=ignored").unwrap();
+            sm.hostname=box supermachine.host_time=12.5 -- sm.user=ignored",
+        )
+        .unwrap();
         assert_eq!(c.overrides.entrypoint, Some(vec!["/bin/sh".to_string(), "-c".to_string()]));
         assert_eq!(c.overrides.cmd, Some(vec![]));
         assert_eq!(c.overrides.env, vec!["A=1", "B=x=y"]);
@@ -310,10 +333,21 @@ mod tests {
 
     #[test]
     fn bad_values_are_errors() {
-        for bad in ["sm.volume=/dev/vdb", "sm.volume=/dev/vdb:data", "sm.volume=vdb:/data", "sm.virtiofs=:/x",
-                    "sm.workdir=relative", "sm.config=/a/../b", "sm.env=NOEQUALS", "sm.env==x",
-                    "supermachine.host_time=abc", "supermachine.host_time=-5", "sm.on_exit=maybe",
-                    "sm.stop_timeout=soon", "sm.rootfs=vda"] {
+        for bad in [
+            "sm.volume=/dev/vdb",
+            "sm.volume=/dev/vdb:data",
+            "sm.volume=vdb:/data",
+            "sm.virtiofs=:/x",
+            "sm.workdir=relative",
+            "sm.config=/a/../b",
+            "sm.env=NOEQUALS",
+            "sm.env==x",
+            "supermachine.host_time=abc",
+            "supermachine.host_time=-5",
+            "sm.on_exit=maybe",
+            "sm.stop_timeout=soon",
+            "sm.rootfs=vda",
+        ] {
             assert!(Cmdline::parse(bad).is_err(), "{bad} should be rejected");
         }
     }

@@ -23,10 +23,14 @@ pub struct ImageConfig {
 fn strings(obj: &Map<String, Value>, key: &str) -> Result<Option<Vec<String>>, String> {
     match obj.get(key) {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::Array(items)) => items.iter().map(|v| match v {
-            Value::String(s) if !s.contains('\0') => Ok(s.clone()),
-            _ => Err(format!("{key}: expected an array of strings without NUL bytes")),
-        }).collect::<Result<Vec<_>, _>>().map(Some),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|v| match v {
+                Value::String(s) if !s.contains('\0') => Ok(s.clone()),
+                _ => Err(format!("{key}: expected an array of strings without NUL bytes")),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some),
         Some(_) => Err(format!("{key}: expected an array of strings")),
     }
 }
@@ -69,7 +73,9 @@ impl ImageConfig {
             Some(Value::Object(u)) => {
                 let id = |k: &str| match u.get(k) {
                     None | Some(Value::Null) => Ok(0),
-                    Some(v) => v.as_u64().filter(|n| *n <= u32::MAX as u64)
+                    Some(v) => v
+                        .as_u64()
+                        .filter(|n| *n <= u32::MAX as u64)
                         .ok_or_else(|| format!("process.user.{k}: expected a number")),
                 };
                 Some(format!("{}:{}", id("uid")?, id("gid")?))
@@ -101,10 +107,14 @@ pub(crate) mod tests {
         assert_eq!(wrapped.cmd.as_ref().unwrap().len(), 3);
         assert_eq!(wrapped.user.as_deref(), Some("app"));
         assert_eq!(wrapped.working_dir.as_deref(), Some("/srv"));
-        let bare = ImageConfig::parse(br#"{"Entrypoint":["/docker-entrypoint.sh"],"Cmd":["nginx","-g","daemon off;"],
-            "Env":["PATH=/usr/bin:/bin","A=1"],"WorkingDir":"/srv","User":"app"}"#).unwrap();
+        let bare = ImageConfig::parse(
+            br#"{"Entrypoint":["/docker-entrypoint.sh"],"Cmd":["nginx","-g","daemon off;"],
+            "Env":["PATH=/usr/bin:/bin","A=1"],"WorkingDir":"/srv","User":"app"}"#,
+        )
+        .unwrap();
         assert_eq!(bare, wrapped);
-        let inspect = ImageConfig::parse(br#"{"Id":"sha256:x","Config":{"Cmd":["sh"],"Entrypoint":null,"Env":null}}"#).unwrap();
+        let inspect =
+            ImageConfig::parse(br#"{"Id":"sha256:x","Config":{"Cmd":["sh"],"Entrypoint":null,"Env":null}}"#).unwrap();
         assert_eq!(inspect, ImageConfig { cmd: Some(vec!["sh".into()]), ..Default::default() });
         assert_eq!(ImageConfig::parse(b"{}").unwrap(), ImageConfig::default());
         assert_eq!(ImageConfig::parse(br#"{"config":null}"#).unwrap(), ImageConfig::default());
@@ -112,8 +122,11 @@ pub(crate) mod tests {
 
     #[test]
     fn runtime_spec_process() {
-        let c = ImageConfig::parse(br#"{"ociVersion":"1.0.2","process":{"args":["/bin/app","-v"],"env":["X=1"],
-            "cwd":"/work","user":{"uid":1000,"gid":100}}}"#).unwrap();
+        let c = ImageConfig::parse(
+            br#"{"ociVersion":"1.0.2","process":{"args":["/bin/app","-v"],"env":["X=1"],
+            "cwd":"/work","user":{"uid":1000,"gid":100}}}"#,
+        )
+        .unwrap();
         assert_eq!(c.entrypoint, Some(vec!["/bin/app".to_string(), "-v".to_string()]));
         assert_eq!(c.user.as_deref(), Some("1000:100"));
         assert_eq!(c.working_dir.as_deref(), Some("/work"));
@@ -122,8 +135,19 @@ pub(crate) mod tests {
 
     #[test]
     fn bad_json_and_types() {
-        for bad in [&b"{"[..], b"[]", b"\"x\"", b"{\"Cmd\":\"echo hi\"}", b"{\"Cmd\":[1]}", b"{\"Env\":{}}",
-                    b"{\"User\":0}", b"{\"config\":[]}", b"{\"Cmd\":[\"a\\u0000b\"]}", b"", b"{\"process\":1}"] {
+        for bad in [
+            &b"{"[..],
+            b"[]",
+            b"\"x\"",
+            b"{\"Cmd\":\"echo hi\"}",
+            b"{\"Cmd\":[1]}",
+            b"{\"Env\":{}}",
+            b"{\"User\":0}",
+            b"{\"config\":[]}",
+            b"{\"Cmd\":[\"a\\u0000b\"]}",
+            b"",
+            b"{\"process\":1}",
+        ] {
             assert!(ImageConfig::parse(bad).is_err(), "{:?} should be rejected", String::from_utf8_lossy(bad));
         }
         let e = ImageConfig::parse(b"{\"Cmd\": [").unwrap_err();

@@ -55,9 +55,20 @@ pub enum Status {
 impl Status {
     /// Every status, in table order (docs/INIT-OCI.md lists the same).
     pub const ALL: [Status; 14] = [
-        Status::Ok, Status::Internal, Status::EarlyMount, Status::BadCmdline, Status::NoRootfs,
-        Status::RootfsMount, Status::VolumeMount, Status::SwitchRoot, Status::BadConfig,
-        Status::NoEntrypoint, Status::EntrypointExec, Status::BadUser, Status::BadWorkdir, Status::Agent,
+        Status::Ok,
+        Status::Internal,
+        Status::EarlyMount,
+        Status::BadCmdline,
+        Status::NoRootfs,
+        Status::RootfsMount,
+        Status::VolumeMount,
+        Status::SwitchRoot,
+        Status::BadConfig,
+        Status::NoEntrypoint,
+        Status::EntrypointExec,
+        Status::BadUser,
+        Status::BadWorkdir,
+        Status::Agent,
     ];
 
     /// The number printed as `init-oci: exit status N`.

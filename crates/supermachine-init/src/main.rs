@@ -70,8 +70,10 @@ fn host_mode(args: &[String]) -> i32 {
             }
         }
         _ => {
-            eprintln!("init-oci: error: must run as PID 1 (the guest kernel's init)\n\
-                       usage: init-oci --version | init-oci --check CONFIG.json ['KERNEL CMDLINE']");
+            eprintln!(
+                "init-oci: error: must run as PID 1 (the guest kernel's init)\n\
+                       usage: init-oci --version | init-oci --check CONFIG.json ['KERNEL CMDLINE']"
+            );
             Status::Internal.code() as i32
         }
     }

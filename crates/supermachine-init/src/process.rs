@@ -33,7 +33,12 @@ pub fn get_env<'a>(env: &'a [String], key: &str) -> Option<&'a str> {
 
 /// Entrypoint/Cmd layering with Docker's rule: a layer that sets Entrypoint but not Cmd clears
 /// the Cmd below it (like `docker run --entrypoint`).
-fn layer(ep: &mut Option<Vec<String>>, cmd: &mut Option<Vec<String>>, new_ep: &Option<Vec<String>>, new_cmd: &Option<Vec<String>>) {
+fn layer(
+    ep: &mut Option<Vec<String>>,
+    cmd: &mut Option<Vec<String>>,
+    new_ep: &Option<Vec<String>>,
+    new_cmd: &Option<Vec<String>>,
+) {
     if new_ep.is_some() {
         *ep = new_ep.clone();
         *cmd = new_cmd.clone();
@@ -73,9 +78,17 @@ impl Process {
 
         let args: Vec<String> = ep.into_iter().flatten().chain(cmd.into_iter().flatten()).collect();
         if args.is_empty() || args[0].is_empty() {
-            let src = if image.is_some() { format!("{config_path} has") } else { format!("no {config_path} in the image and") };
-            return Err(Fatal::new(Status::NoEntrypoint,
-                format!("no entrypoint: {src} no Entrypoint or Cmd, and the cmdline gives no sm.entrypoint= or sm.cmd=")));
+            let src = if image.is_some() {
+                format!("{config_path} has")
+            } else {
+                format!("no {config_path} in the image and")
+            };
+            return Err(Fatal::new(
+                Status::NoEntrypoint,
+                format!(
+                    "no entrypoint: {src} no Entrypoint or Cmd, and the cmdline gives no sm.entrypoint= or sm.cmd="
+                ),
+            ));
         }
         env.retain(|e| e.contains('=') && !e.starts_with('='));
         if get_env(&env, "PATH").is_none() {
@@ -118,7 +131,9 @@ mod tests {
         assert_eq!(p.args, vec!["/docker-entrypoint.sh", "nginx", "-g", "daemon off;"]);
         assert_eq!(p.env, vec!["PATH=/usr/bin:/bin", "A=1"]);
         assert_eq!((p.cwd.as_str(), p.user.as_str()), ("/srv", "app"));
-        let p = Process::resolve(Some(&ImageConfig { cmd: Some(vec!["sh".into()]), ..Default::default() }), &ov(), "/c").unwrap();
+        let p =
+            Process::resolve(Some(&ImageConfig { cmd: Some(vec!["sh".into()]), ..Default::default() }), &ov(), "/c")
+                .unwrap();
         assert_eq!(p.env, vec![format!("PATH={}", supermachine_guest_sys::path::DEFAULT_PATH)]);
         assert_eq!((p.cwd.as_str(), p.user.as_str()), ("/", ""));
     }
@@ -133,13 +148,25 @@ mod tests {
         let o = Overrides { cmd: Some(vec!["x".into()]), ..ov() };
         assert_eq!(Process::resolve(Some(&img), &o, "/c").unwrap().args, vec!["/docker-entrypoint.sh", "x"]);
         // Env adds/replaces; workdir and user win.
-        let o = Overrides { env: vec!["A=2".into(), "B=3".into()], workdir: Some("/tmp".into()), user: Some("0:0".into()), ..ov() };
+        let o = Overrides {
+            env: vec!["A=2".into(), "B=3".into()],
+            workdir: Some("/tmp".into()),
+            user: Some("0:0".into()),
+            ..ov()
+        };
         let p = Process::resolve(Some(&img), &o, "/c").unwrap();
         assert_eq!(p.env, vec!["PATH=/usr/bin:/bin", "A=2", "B=3"]);
         assert_eq!((p.cwd.as_str(), p.user.as_str()), ("/tmp", "0:0"));
         // sm.config_b64 layer, then sm.cmd on top.
-        let o = Overrides { config: Some(ImageConfig { entrypoint: Some(vec!["/e".into()]), env: Some(vec!["Z=1".into()]), ..Default::default() }),
-                            cmd: Some(vec!["c".into()]), ..ov() };
+        let o = Overrides {
+            config: Some(ImageConfig {
+                entrypoint: Some(vec!["/e".into()]),
+                env: Some(vec!["Z=1".into()]),
+                ..Default::default()
+            }),
+            cmd: Some(vec!["c".into()]),
+            ..ov()
+        };
         let p = Process::resolve(Some(&img), &o, "/c").unwrap();
         assert_eq!(p.args, vec!["/e", "c"]);
         assert_eq!(p.env[1..], ["Z=1".to_string()]);
@@ -151,7 +178,8 @@ mod tests {
     #[test]
     fn nul_bytes_are_an_error_not_an_empty_string() {
         // The delta file's argv is plain text: a NUL there must not silently become "".
-        let delta = crate::runtime::DeltaFiles { cmd: Some(vec!["/bin/echo".into(), "a\0b".into()]), ..Default::default() };
+        let delta =
+            crate::runtime::DeltaFiles { cmd: Some(vec!["/bin/echo".into(), "a\0b".into()]), ..Default::default() };
         let img = crate::runtime::layer_config(None, &delta, &[]);
         let e = Process::resolve(img.as_ref(), &ov(), "/.supermachine-cmd").unwrap_err();
         assert_eq!(e.status, Status::BadConfig);
@@ -167,7 +195,8 @@ mod tests {
         assert!(e.msg.contains("/.supermachine/config.json has no Entrypoint or Cmd"), "{}", e.msg);
         let e = Process::resolve(None, &ov(), "/cfg").unwrap_err();
         assert_eq!(e.status, Status::NoEntrypoint);
-        let img = ImageConfig { entrypoint: Some(vec!["/e".into()]), cmd: Some(vec!["x".into()]), ..Default::default() };
+        let img =
+            ImageConfig { entrypoint: Some(vec!["/e".into()]), cmd: Some(vec!["x".into()]), ..Default::default() };
         let o = Overrides { entrypoint: Some(vec![]), ..ov() }; // sm.entrypoint= clears both
         assert_eq!(Process::resolve(Some(&img), &o, "/c").unwrap_err().status, Status::NoEntrypoint);
         let img = ImageConfig { cmd: Some(vec!["x".into()]), working_dir: Some("rel".into()), ..Default::default() };

@@ -17,9 +17,8 @@ pub const WARMUP_PATH: &str = "/tmp/.supermachine-rosetta-warmup";
 
 /// The x86-64 ELF header binfmt_misc matches: class 64-bit, little-endian, version 1, SysV or
 /// any OS ABI, ABI version 0, type EXEC or DYN, machine x86-64 (0x3e).
-pub const MAGIC: [u8; 20] = [
-    0x7f, b'E', b'L', b'F', 0x02, 0x01, 0x01, 0x00, 0, 0, 0, 0, 0, 0, 0, 0, 0x02, 0x00, 0x3e, 0x00,
-];
+pub const MAGIC: [u8; 20] =
+    [0x7f, b'E', b'L', b'F', 0x02, 0x01, 0x01, 0x00, 0, 0, 0, 0, 0, 0, 0, 0, 0x02, 0x00, 0x3e, 0x00];
 /// Which bits of [`MAGIC`] count: the low bit of EI_DATA, EI_VERSION and e_type and all of
 /// EI_OSABI are ignored (the mask the runtime and `qemu-binfmt-conf.sh` use).
 pub const MASK: [u8; 20] = [

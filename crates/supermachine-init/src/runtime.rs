@@ -161,7 +161,8 @@ pub fn parse_volumes(text: &str) -> Result<Vec<String>, String> {
 pub fn parse_virtiofs_binds(text: &str) -> Result<Vec<(String, String)>, String> {
     let mut out = Vec::new();
     for l in text.lines().map(|l| l.trim_end_matches('\r')).filter(|l| !l.is_empty()) {
-        let (tag, path) = l.split_once('\t').ok_or_else(|| format!("{VIRTIOFS_FILE}: {l:?}: expected TAG<tab>GUEST_PATH"))?;
+        let (tag, path) =
+            l.split_once('\t').ok_or_else(|| format!("{VIRTIOFS_FILE}: {l:?}: expected TAG<tab>GUEST_PATH"))?;
         if tag.is_empty() {
             return Err(format!("{VIRTIOFS_FILE}: {l:?}: empty tag"));
         }
@@ -175,10 +176,15 @@ pub fn parse_virtiofs_binds(text: &str) -> Result<Vec<(String, String)>, String>
 /// `/dev/vd?` present (vda, vdb, … contiguous), volume i is `/dev/vd{devices - n + i}`.
 pub fn volume_devices(volumes: &[String], devices: usize) -> Result<Vec<(String, String)>, String> {
     if volumes.len() > devices || devices > 26 {
-        return Err(format!("{VOLUMES_FILE} names {} volumes but there are only {devices} /dev/vd? devices", volumes.len()));
+        return Err(format!(
+            "{VOLUMES_FILE} names {} volumes but there are only {devices} /dev/vd? devices",
+            volumes.len()
+        ));
     }
     let first = devices - volumes.len();
-    Ok(volumes.iter().enumerate()
+    Ok(volumes
+        .iter()
+        .enumerate()
         .map(|(i, p)| (format!("/dev/vd{}", (b'a' + (first + i) as u8) as char), p.clone()))
         .collect())
 }
@@ -246,15 +252,19 @@ mod tests {
     fn volumes_and_binds() {
         assert_eq!(parse_volumes("/data\n/var/lib/db\n\n").unwrap(), vec!["/data", "/var/lib/db"]);
         assert!(parse_volumes("data\n").is_err());
-        assert_eq!(parse_virtiofs_binds("share\t/mnt/host\nsrc\t/work space\n").unwrap(),
-                   vec![("share".to_string(), "/mnt/host".to_string()), ("src".to_string(), "/work space".to_string())]);
+        assert_eq!(
+            parse_virtiofs_binds("share\t/mnt/host\nsrc\t/work space\n").unwrap(),
+            vec![("share".to_string(), "/mnt/host".to_string()), ("src".to_string(), "/work space".to_string())]
+        );
         assert!(parse_virtiofs_binds("share /mnt\n").is_err());
         assert!(parse_virtiofs_binds("\t/mnt\n").is_err());
         assert!(parse_virtiofs_binds("t\trel\n").is_err());
         // 2 layers (vda, vdb) + delta (vdc) + 2 volumes.
         let v = vec!["/data".to_string(), "/cache".to_string()];
-        assert_eq!(volume_devices(&v, 5).unwrap(),
-                   vec![("/dev/vdd".to_string(), "/data".to_string()), ("/dev/vde".to_string(), "/cache".to_string())]);
+        assert_eq!(
+            volume_devices(&v, 5).unwrap(),
+            vec![("/dev/vdd".to_string(), "/data".to_string()), ("/dev/vde".to_string(), "/cache".to_string())]
+        );
         assert!(volume_devices(&v, 1).is_err());
         assert_eq!(volume_devices(&[], 3).unwrap(), vec![]);
     }
@@ -273,9 +283,15 @@ mod tests {
 
     #[test]
     fn load_and_layer() {
-        let files: HashMap<&str, &str> = [(CMD_FILE, "/bin/app\n--port\n80\n"), (WORKDIR_FILE, "/srv\n"),
-                                          (USER_FILE, "1000:1000\n"), (HOSTNAME_FILE, "box\n"),
-                                          (VOLUMES_FILE, "/data\n"), (VIRTIOFS_FILE, "t\t/mnt\n")].into();
+        let files: HashMap<&str, &str> = [
+            (CMD_FILE, "/bin/app\n--port\n80\n"),
+            (WORKDIR_FILE, "/srv\n"),
+            (USER_FILE, "1000:1000\n"),
+            (HOSTNAME_FILE, "box\n"),
+            (VOLUMES_FILE, "/data\n"),
+            (VIRTIOFS_FILE, "t\t/mnt\n"),
+        ]
+        .into();
         let d = DeltaFiles::load(|p| files.get(p).map(|s| s.to_string())).unwrap();
         assert!(d.runtime_mode());
         assert_eq!(d.hostname.as_deref(), Some("box"));
@@ -291,9 +307,13 @@ mod tests {
         let d = DeltaFiles::load(|p| (p == CMD_FILE).then(String::new)).unwrap();
         assert!(d.runtime_mode() && d.as_config().entrypoint.is_none());
         // Layering over a config file: delta argv/workdir/user win, served env on top of Env.
-        let file = ImageConfig { entrypoint: Some(vec!["/e".into()]), cmd: Some(vec!["c".into()]),
-                                 env: Some(vec!["PATH=/bin".into(), "A=1".into()]), working_dir: Some("/w".into()),
-                                 user: Some("app".into()) };
+        let file = ImageConfig {
+            entrypoint: Some(vec!["/e".into()]),
+            cmd: Some(vec!["c".into()]),
+            env: Some(vec!["PATH=/bin".into(), "A=1".into()]),
+            working_dir: Some("/w".into()),
+            user: Some("app".into()),
+        };
         let d = DeltaFiles::load(|p| files.get(p).map(|s| s.to_string())).unwrap();
         let c = layer_config(Some(file.clone()), &d, &["A=2".into(), "B=3".into()]).unwrap();
         assert_eq!(c.entrypoint.as_ref().unwrap()[0], "/bin/app");

@@ -51,8 +51,11 @@ pub fn resolve(spec: &str, passwd: &str, group: &str) -> Result<Ids, String> {
     let u = if u.is_empty() { "0" } else { u };
     let entry = match u.parse::<u32>() {
         Ok(uid) => passwd_entries(passwd).find(|p| p.uid == uid),
-        Err(_) => Some(passwd_entries(passwd).find(|p| p.name == u)
-            .ok_or_else(|| format!("user {u:?} not found in the image's /etc/passwd"))?),
+        Err(_) => Some(
+            passwd_entries(passwd)
+                .find(|p| p.name == u)
+                .ok_or_else(|| format!("user {u:?} not found in the image's /etc/passwd"))?,
+        ),
     };
     let uid = match &entry {
         Some(p) => p.uid,
@@ -62,7 +65,9 @@ pub fn resolve(spec: &str, passwd: &str, group: &str) -> Result<Ids, String> {
         None | Some("") => entry.as_ref().map(|p| p.gid).unwrap_or(0),
         Some(g) => match g.parse::<u32>() {
             Ok(gid) => gid,
-            Err(_) => group_entries(group).find(|(n, _, _)| *n == g).map(|(_, id, _)| id)
+            Err(_) => group_entries(group)
+                .find(|(n, _, _)| *n == g)
+                .map(|(_, id, _)| id)
                 .ok_or_else(|| format!("group {g:?} not found in the image's /etc/group"))?,
         },
     };
@@ -93,10 +98,19 @@ mod tests {
 
     #[test]
     fn names_and_numbers() {
-        assert_eq!(resolve("app", PASSWD, GROUP).unwrap(), Ids { uid: 1000, gid: 1000, groups: vec![1000, 10], home: "/home/app".into() });
+        assert_eq!(
+            resolve("app", PASSWD, GROUP).unwrap(),
+            Ids { uid: 1000, gid: 1000, groups: vec![1000, 10], home: "/home/app".into() }
+        );
         assert_eq!(resolve("1000", PASSWD, GROUP).unwrap().groups, vec![1000, 10]);
-        assert_eq!(resolve("nobody:nogroup", PASSWD, GROUP).unwrap(), Ids { uid: 65534, gid: 65534, groups: vec![65534], home: "/".into() });
-        assert_eq!(resolve("4242:4343", PASSWD, GROUP).unwrap(), Ids { uid: 4242, gid: 4343, groups: vec![4343], home: "/".into() });
+        assert_eq!(
+            resolve("nobody:nogroup", PASSWD, GROUP).unwrap(),
+            Ids { uid: 65534, gid: 65534, groups: vec![65534], home: "/".into() }
+        );
+        assert_eq!(
+            resolve("4242:4343", PASSWD, GROUP).unwrap(),
+            Ids { uid: 4242, gid: 4343, groups: vec![4343], home: "/".into() }
+        );
         assert_eq!(resolve("4242", "", "").unwrap().gid, 0);
         assert_eq!(resolve("app:0", PASSWD, GROUP).unwrap().groups, vec![0, 10]);
     }

@@ -41,9 +41,9 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub use supermachine_kernel_build::Asset;
 use std::io;
 use std::path::{Path, PathBuf};
+pub use supermachine_kernel_build::Asset;
 
 include!(concat!(env!("OUT_DIR"), "/payloads.rs"));
 
@@ -51,10 +51,34 @@ include!(concat!(env!("OUT_DIR"), "/payloads.rs"));
 /// virtio-mmio devices in the device tree or with `virtio_mmio.device=` tokens).
 pub const KERNEL_CMDLINE: &str = "console=ttyAMA0 panic=-1 quiet";
 
-supermachine_kernel_build::extract_fns!(extract_kernel_to, extract_kernel_to_with_parents, KERNEL_BYTES, false, "kernel (arm64 Image)");
-supermachine_kernel_build::extract_fns!(extract_busybox_to, extract_busybox_to_with_parents, BUSYBOX_BYTES, true, "busybox binary (mode 0755)");
-supermachine_kernel_build::extract_fns!(extract_init_oci_to, extract_init_oci_to_with_parents, INIT_OCI_BYTES, true, "init-oci binary (mode 0755)");
-supermachine_kernel_build::extract_fns!(extract_supermachine_agent_to, extract_supermachine_agent_to_with_parents, SUPERMACHINE_AGENT_BYTES, true, "in-VM agent binary (mode 0755)");
+supermachine_kernel_build::extract_fns!(
+    extract_kernel_to,
+    extract_kernel_to_with_parents,
+    KERNEL_BYTES,
+    false,
+    "kernel (arm64 Image)"
+);
+supermachine_kernel_build::extract_fns!(
+    extract_busybox_to,
+    extract_busybox_to_with_parents,
+    BUSYBOX_BYTES,
+    true,
+    "busybox binary (mode 0755)"
+);
+supermachine_kernel_build::extract_fns!(
+    extract_init_oci_to,
+    extract_init_oci_to_with_parents,
+    INIT_OCI_BYTES,
+    true,
+    "init-oci binary (mode 0755)"
+);
+supermachine_kernel_build::extract_fns!(
+    extract_supermachine_agent_to,
+    extract_supermachine_agent_to_with_parents,
+    SUPERMACHINE_AGENT_BYTES,
+    true,
+    "in-VM agent binary (mode 0755)"
+);
 
 /// Upstream shipped `smpark.ko`, a kernel module that parked secondary vCPUs before a
 /// snapshot. This kernel has no modules: the agent's `smpark_park` / `smpark_unpark` take the
@@ -64,7 +88,13 @@ supermachine_kernel_build::extract_fns!(extract_supermachine_agent_to, extract_s
 pub static SMPARK_KO_BYTES: &[u8] = &[];
 /// Length of [`SMPARK_KO_BYTES`] (0).
 pub const SMPARK_KO_LEN: usize = 0;
-supermachine_kernel_build::extract_fns!(extract_smpark_ko_to, extract_smpark_ko_to_with_parents, SMPARK_KO_BYTES, false, "(empty) smpark.ko placeholder, see [`SMPARK_KO_BYTES`]");
+supermachine_kernel_build::extract_fns!(
+    extract_smpark_ko_to,
+    extract_smpark_ko_to_with_parents,
+    SMPARK_KO_BYTES,
+    false,
+    "(empty) smpark.ko placeholder, see [`SMPARK_KO_BYTES`]"
+);
 
 /// Deprecated upstream name of [`extract_kernel_to`].
 #[deprecated(note = "use extract_kernel_to")]

@@ -103,8 +103,14 @@ pub struct AssetSpec {
 }
 
 impl AssetSpec {
-    fn new(name: &'static str, ident: &'static str, file_name: &'static str, env_key: &'static str,
-           format: Format, executable: bool) -> Self {
+    fn new(
+        name: &'static str,
+        ident: &'static str,
+        file_name: &'static str,
+        env_key: &'static str,
+        format: Format,
+        executable: bool,
+    ) -> Self {
         AssetSpec { name, ident, file_name, env_key, upstream_env: &[], format, executable }
     }
     fn upstream(mut self, names: &'static [&'static str]) -> Self {
@@ -206,8 +212,14 @@ fn env_var(name: &str) -> Result<String, String> {
     env::var(name).map_err(|_| format!("{name} is not set: this helper runs inside a cargo build script"))
 }
 
-fn prepare(arch: Arch, spec: AssetSpec, entry: Option<Entry>, payload_dir: &Path, manifest: &Path,
-           out_dir: &Path) -> Result<Prepared, String> {
+fn prepare(
+    arch: Arch,
+    spec: AssetSpec,
+    entry: Option<Entry>,
+    payload_dir: &Path,
+    manifest: &Path,
+    out_dir: &Path,
+) -> Result<Prepared, String> {
     let out_path = out_dir.join(format!("{}.bin", spec.name));
     for var in spec.env_vars(arch) {
         println!("cargo:rerun-if-env-changed={var}");
@@ -215,34 +227,54 @@ fn prepare(arch: Arch, spec: AssetSpec, entry: Option<Entry>, payload_dir: &Path
     if let Some((var, path)) = find_override(arch, &spec)? {
         rerun_on_every_build(out_dir, &path);
         // Read once: the bytes checked are the bytes hashed and embedded.
-        let bytes = fs::read(&path).map_err(|e| {
-            format!("{var}={}: cannot read the override: {e}", path.display())
-        })?;
+        let bytes = fs::read(&path).map_err(|e| format!("{var}={}: cannot read the override: {e}", path.display()))?;
         spec.format.check(&bytes).map_err(|why| {
-            format!("{var}={}: {why}\n  expected {} for the {} payload\n  fix: {}, or unset {var} to embed \
-                     the shipped {}", path.display(), spec.format.describe(), spec.name, why.fix(spec.format), spec.name)
+            format!(
+                "{var}={}: {why}\n  expected {} for the {} payload\n  fix: {}, or unset {var} to embed \
+                     the shipped {}",
+                path.display(),
+                spec.format.describe(),
+                spec.name,
+                why.fix(spec.format),
+                spec.name
+            )
         })?;
         // Rewritten only when the content differs, so an unchanged override leaves the
         // generated files (and their mtimes) alone.
         write_file_atomic(&out_path, &bytes)?;
         println!("cargo:warning=using {} from {var}={}", spec.name, path.display());
-        return Ok(Prepared { len: bytes.len() as u64, sha256: hex(&Sha256::digest(&bytes)), spec,
-                             out_path, overridden_by: Some(var) });
+        return Ok(Prepared {
+            len: bytes.len() as u64,
+            sha256: hex(&Sha256::digest(&bytes)),
+            spec,
+            out_path,
+            overridden_by: Some(var),
+        });
     }
 
     let rebuild = arch.rebuild_script();
-    let entry = entry.ok_or_else(|| format!(
-        "{}: no [{}] table; the crate's payloads are incomplete (rebuild with {rebuild})",
-        manifest.display(), spec.name))?;
+    let entry = entry.ok_or_else(|| {
+        format!(
+            "{}: no [{}] table; the crate's payloads are incomplete (rebuild with {rebuild})",
+            manifest.display(),
+            spec.name
+        )
+    })?;
     let field = |k: &str| entry.get(k).map_err(|e| format!("{}: {e}", manifest.display()));
     let xz_path = payload_dir.join(field("file")?);
     println!("cargo:rerun-if-changed={}", xz_path.display());
     let recipe = entry.get("recipe").unwrap_or(rebuild).to_string();
-    let how = |what: String| format!(
-        "{}: {what}\n  the payload is corrupt or does not match {}\n  fix: restore it from git \
+    let how = |what: String| {
+        format!(
+            "{}: {what}\n  the payload is corrupt or does not match {}\n  fix: restore it from git \
          (`git checkout -- {}`, `git lfs pull` if it is a pointer) or rebuild it with {recipe}, or point \
          {} at a file of your own",
-        xz_path.display(), manifest.display(), xz_path.display(), spec.env_vars(arch)[0]);
+            xz_path.display(),
+            manifest.display(),
+            xz_path.display(),
+            spec.env_vars(arch)[0]
+        )
+    };
 
     let compressed = fs::read(&xz_path).map_err(|e| format!("{}: cannot read: {e}", xz_path.display()))?;
     let want_xz = field("xz_sha256")?;
@@ -253,15 +285,16 @@ fn prepare(arch: Arch, spec: AssetSpec, entry: Option<Entry>, payload_dir: &Path
         } else {
             ""
         };
-        return Err(how(format!("{lfs}sha256 of the .xz is {got_xz}, expected {want_xz} ({} bytes read)",
-                               compressed.len())));
+        return Err(how(format!(
+            "{lfs}sha256 of the .xz is {got_xz}, expected {want_xz} ({} bytes read)",
+            compressed.len()
+        )));
     }
     let (len, sha) = decode_xz_to(&compressed, &out_path).map_err(|e| how(format!("xz decode failed: {e}")))?;
     let want_sha = field("sha256")?;
     if sha != want_sha || len.to_string() != field("size")? {
         let _ = fs::remove_file(&out_path);
-        return Err(how(format!("decoded sha256 {sha} ({len} bytes), expected {want_sha} ({} bytes)",
-                               field("size")?)));
+        return Err(how(format!("decoded sha256 {sha} ({len} bytes), expected {want_sha} ({} bytes)", field("size")?)));
     }
     Ok(Prepared { spec, out_path, len, sha256: sha, overridden_by: None })
 }
@@ -298,24 +331,39 @@ fn find_override(arch: Arch, spec: &AssetSpec) -> Result<Option<(String, PathBuf
         let path = if raw.is_absolute() {
             raw
         } else {
-            let base = consumer_root().ok_or_else(|| format!(
-                "{var}={}: a relative path, and the consuming workspace could not be found from \
-                 OUT_DIR; use an absolute path", raw.display()))?;
+            let base = consumer_root().ok_or_else(|| {
+                format!(
+                    "{var}={}: a relative path, and the consuming workspace could not be found from \
+                 OUT_DIR; use an absolute path",
+                    raw.display()
+                )
+            })?;
             let abs = base.join(&raw);
-            println!("cargo:warning={var}={} is relative: resolved against the workspace root {} → {}",
-                     raw.display(), base.display(), abs.display());
+            println!(
+                "cargo:warning={var}={} is relative: resolved against the workspace root {} → {}",
+                raw.display(),
+                base.display(),
+                abs.display()
+            );
             abs
         };
-        let meta = fs::metadata(&path).map_err(|e| format!(
-            "{var}={}: {e}\n  expected a path to {} for the {} payload", path.display(),
-            spec.format.describe(), spec.name))?;
+        let meta = fs::metadata(&path).map_err(|e| {
+            format!(
+                "{var}={}: {e}\n  expected a path to {} for the {} payload",
+                path.display(),
+                spec.format.describe(),
+                spec.name
+            )
+        })?;
         if meta.is_dir() {
-            return Err(format!("{var}={}: is a directory; expected a file ({})", path.display(),
-                               spec.format.describe()));
+            return Err(format!(
+                "{var}={}: is a directory; expected a file ({})",
+                path.display(),
+                spec.format.describe()
+            ));
         }
         if meta.len() == 0 {
-            return Err(format!("{var}={}: the file is empty; expected {}", path.display(),
-                               spec.format.describe()));
+            return Err(format!("{var}={}: the file is empty; expected {}", path.display(), spec.format.describe()));
         }
         return Ok(Some((var, path)));
     }
@@ -362,8 +410,12 @@ fn hex(bytes: &[u8]) -> String {
     })
 }
 
-fn generate(prepared: &[Prepared], kernel_entry: Option<&Entry>, payload_dir: &Path,
-            out_dir: &Path) -> Result<String, String> {
+fn generate(
+    prepared: &[Prepared],
+    kernel_entry: Option<&Entry>,
+    payload_dir: &Path,
+    out_dir: &Path,
+) -> Result<String, String> {
     let mut code = String::from("// @generated by supermachine-kernel-build. Do not edit.\n\n");
     let mut id = Sha256::new();
     for p in prepared {
@@ -372,21 +424,30 @@ fn generate(prepared: &[Prepared], kernel_entry: Option<&Entry>, payload_dir: &P
             Some(var) => format!("Overridden at build time by `{var}`."),
             None => "Decoded from the crate's `payload/` at build time; SHA-256 checked against its manifest.".into(),
         };
-        let _ = write!(code,
+        let _ = write!(
+            code,
             "/// The {name} payload ({len} bytes). {origin}\n\
              ///\n/// A `static`, so every crate that uses it shares one embedded copy.\n\
              pub static {id}_BYTES: &[u8] = include_bytes!({path:?});\n\
              /// Length of [`{id}_BYTES`].\npub const {id}_LEN: usize = {len};\n\
              /// Lowercase hex SHA-256 of [`{id}_BYTES`].\npub const {id}_SHA256: &str = {sha:?};\n\n",
-            name = s.name, len = p.len, id = s.ident, path = p.out_path.display().to_string(), sha = p.sha256);
+            name = s.name,
+            len = p.len,
+            id = s.ident,
+            path = p.out_path.display().to_string(),
+            sha = p.sha256
+        );
         id.update(s.name.as_bytes());
         id.update(b"\0");
         id.update(p.sha256.as_bytes());
         id.update(b"\n");
     }
-    let _ = write!(code,
+    let _ = write!(
+        code,
         "/// SHA-256 over every payload's name and hash: one key for snapshot caches.\n\
-         pub const BUILD_ID: &str = {:?};\n\n", hex(&id.finalize()));
+         pub const BUILD_ID: &str = {:?};\n\n",
+        hex(&id.finalize())
+    );
 
     // Kernel metadata: from the image itself when possible, so overrides stay truthful.
     let kernel = prepared.iter().find(|p| p.spec.name == "kernel").ok_or("no kernel payload")?;
@@ -395,12 +456,15 @@ fn generate(prepared: &[Prepared], kernel_entry: Option<&Entry>, payload_dir: &P
     } else {
         None
     }
-    .or_else(|| kernel_entry.filter(|_| kernel.overridden_by.is_none())
-        .and_then(|e| e.fields.get("kernel_release").cloned()))
+    .or_else(|| {
+        kernel_entry.filter(|_| kernel.overridden_by.is_none()).and_then(|e| e.fields.get("kernel_release").cloned())
+    })
     .unwrap_or_default();
-    let _ = write!(code,
+    let _ = write!(
+        code,
         "/// The kernel's version string (empty if unknown, e.g. for an overridden arm64 Image).\n\
-         pub const KERNEL_VERSION: &str = {version:?};\n\n");
+         pub const KERNEL_VERSION: &str = {version:?};\n\n"
+    );
     let config_src = payload_dir.join("kernel.config");
     let config_out = out_dir.join("kernel.config");
     let config = if kernel.overridden_by.is_none() {
@@ -410,16 +474,23 @@ fn generate(prepared: &[Prepared], kernel_entry: Option<&Entry>, payload_dir: &P
         Vec::new()
     };
     write_file_atomic(&config_out, &config)?;
-    let _ = write!(code,
+    let _ = write!(
+        code,
         "/// The kernel's `.config` (empty when the kernel was overridden).\n\
-         pub const KERNEL_CONFIG: &str = include_str!({:?});\n\n", config_out.display().to_string());
+         pub const KERNEL_CONFIG: &str = include_str!({:?});\n\n",
+        config_out.display().to_string()
+    );
 
-    code.push_str("/// Every embedded payload, for [`extract_all_to`] and inspection.\npub static ASSETS: &[Asset] = &[\n");
+    code.push_str(
+        "/// Every embedded payload, for [`extract_all_to`] and inspection.\npub static ASSETS: &[Asset] = &[\n",
+    );
     for p in prepared {
         let s = &p.spec;
-        let _ = writeln!(code,
+        let _ = writeln!(
+            code,
             "    Asset {{ name: {:?}, file_name: {:?}, bytes: {}_BYTES, sha256: {}_SHA256, executable: {} }},",
-            s.name, s.file_name, s.ident, s.ident, s.executable);
+            s.name, s.file_name, s.ident, s.ident, s.executable
+        );
     }
     code.push_str("];\n");
     Ok(code)

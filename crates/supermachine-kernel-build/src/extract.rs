@@ -64,9 +64,9 @@ fn split(path: &Path) -> io::Result<(&Path, &OsStr)> {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    let name = path.file_name().ok_or_else(|| {
-        io::Error::new(io::ErrorKind::InvalidInput, format!("{}: not a file path", path.display()))
-    })?;
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("{}: not a file path", path.display())))?;
     Ok((dir, name))
 }
 
@@ -323,8 +323,14 @@ mod tests {
         assert_eq!(temp_owner(&temp_name(name, 4242, 3, 0x1f), name), Some(4242));
         assert_eq!(temp_owner(&temp_name(name, 1, 0, 0), OsStr::new("Image")), None);
         assert_eq!(temp_owner(&temp_name(OsStr::new("bzImage.old"), 1, 0, 0), name), None);
-        for other in [".bzImage.12.tmp", ".bzImage.x.1.2.tmp", ".bzImage.1.2.zz.tmp", "bzImage.1.2.3.tmp",
-                      ".bzImage.1.2.3.tmp.keep", ".bzImage.1.2.3.4.tmp"] {
+        for other in [
+            ".bzImage.12.tmp",
+            ".bzImage.x.1.2.tmp",
+            ".bzImage.1.2.zz.tmp",
+            "bzImage.1.2.3.tmp",
+            ".bzImage.1.2.3.tmp.keep",
+            ".bzImage.1.2.3.4.tmp",
+        ] {
             assert_eq!(temp_owner(OsStr::new(other), name), None, "{other}");
         }
     }
@@ -339,14 +345,21 @@ mod tests {
         let old = STALE_AFTER + Duration::from_secs(60);
         let dead = dead_pid();
         let mut live = std::process::Command::new("sleep").arg("60").spawn().unwrap();
-        let swept = [leftover(d, "bzImage", dead, old), leftover(d, "busybox", dead, old),
-                     leftover(d, "bzImage", live.id(), STALE_AFTER_ANY_OWNER + Duration::from_secs(60))];
-        let kept = [leftover(d, "bzImage", dead, Duration::from_secs(5)), // maybe another PID namespace
-                    leftover(d, "bzImage", live.id(), old),             // a live owner
-                    leftover(d, "bzImage", std::process::id(), old),    // this process
-                    leftover(d, "unrelated", dead, old)];               // not a file we write
-        let assets = [Asset { name: "kernel", file_name: "bzImage", bytes: b"kernel", sha256: "", executable: false },
-                      Asset { name: "busybox", file_name: "busybox", bytes: b"bb", sha256: "", executable: true }];
+        let swept = [
+            leftover(d, "bzImage", dead, old),
+            leftover(d, "busybox", dead, old),
+            leftover(d, "bzImage", live.id(), STALE_AFTER_ANY_OWNER + Duration::from_secs(60)),
+        ];
+        let kept = [
+            leftover(d, "bzImage", dead, Duration::from_secs(5)), // maybe another PID namespace
+            leftover(d, "bzImage", live.id(), old),               // a live owner
+            leftover(d, "bzImage", std::process::id(), old),      // this process
+            leftover(d, "unrelated", dead, old),
+        ]; // not a file we write
+        let assets = [
+            Asset { name: "kernel", file_name: "bzImage", bytes: b"kernel", sha256: "", executable: false },
+            Asset { name: "busybox", file_name: "busybox", bytes: b"bb", sha256: "", executable: true },
+        ];
         extract_all_to(d, &assets).unwrap();
         for p in &swept {
             assert!(!p.exists(), "{} was not swept", p.display());

@@ -156,4 +156,3 @@ pub fn elf(machine: u16, kind: ElfKind, tag: &str) -> Vec<u8> {
     put64(&mut b, s + 0x20, code_len);
     b
 }
-

@@ -65,19 +65,25 @@ impl FormatError {
             _ => "for Rust build with `--target x86_64-unknown-linux-musl`",
         };
         match self.kind {
-            ErrorKind::Empty => "point it at the real file (an interrupted copy or download leaves an empty one)".into(),
+            ErrorKind::Empty => {
+                "point it at the real file (an interrupted copy or download leaves an empty one)".into()
+            }
             ErrorKind::LfsPointer => "run `git lfs pull` where the file came from, or point at the real file".into(),
             ErrorKind::WrongFormat => format!("point it at {}", format.describe()),
             ErrorKind::Truncated => "the file is incomplete: copy or download it again (an interrupted copy, a \
-                                     full disk or a size-limited transfer cuts files short)".into(),
+                                     full disk or a size-limited transfer cuts files short)"
+                .into(),
             ErrorKind::Corrupt => "the file is damaged or not what its name says: rebuild or download it again".into(),
             ErrorKind::WrongMachine | ErrorKind::Unsupported => format!("use {}", format.describe()),
             ErrorKind::NotStatic => format!(
                 "link it statically: the guest has no dynamic loader and no shared libraries ({static_hint}; \
-                 for C link with `-static` or `-static-pie`)"),
+                 for C link with `-static` or `-static-pie`)"
+            ),
             ErrorKind::SharedLibrary => "point it at the program, not at a shared library".into(),
-            ErrorKind::Relocatable => format!("link the object file into a static executable ({static_hint}; for C \
-                                               `cc -static -o prog prog.o`)"),
+            ErrorKind::Relocatable => format!(
+                "link the object file into a static executable ({static_hint}; for C \
+                                               `cc -static -o prog prog.o`)"
+            ),
         }
     }
 }
@@ -112,8 +118,10 @@ impl Format {
             return Err(FormatError::new(ErrorKind::Empty, "the file is empty"));
         }
         if bytes.starts_with(b"version https://git-lfs") {
-            return Err(FormatError::new(ErrorKind::LfsPointer,
-                                        "this is a Git LFS pointer, not the payload (run `git lfs pull`)"));
+            return Err(FormatError::new(
+                ErrorKind::LfsPointer,
+                "this is a Git LFS pointer, not the payload (run `git lfs pull`)",
+            ));
         }
         match self {
             Format::BzImage => check_bzimage(bytes),
@@ -162,15 +170,24 @@ fn check_bzimage(b: &[u8]) -> Result<(), FormatError> {
         return Err(FormatError::new(WrongFormat, found));
     }
     if b[BZ_BOOT_FLAG..BZ_BOOT_FLAG + 2] != [0x55, 0xaa] {
-        return Err(FormatError::new(WrongFormat, format!(
-            "boot sector signature at 0x1fe is 0x{:04x}, expected 0xAA55",
-            u16::from_le_bytes([b[BZ_BOOT_FLAG], b[BZ_BOOT_FLAG + 1]]))));
+        return Err(FormatError::new(
+            WrongFormat,
+            format!(
+                "boot sector signature at 0x1fe is 0x{:04x}, expected 0xAA55",
+                u16::from_le_bytes([b[BZ_BOOT_FLAG], b[BZ_BOOT_FLAG + 1]])
+            ),
+        ));
     }
     let version = u16_at(b, BZ_VERSION).unwrap_or(0);
     if version < 0x020c {
-        return Err(FormatError::new(Unsupported, format!(
-            "boot protocol {}.{:02} is older than 2.12: no 64-bit entry point can be declared (xloadflags)",
-            version >> 8, version & 0xff)));
+        return Err(FormatError::new(
+            Unsupported,
+            format!(
+                "boot protocol {}.{:02} is older than 2.12: no 64-bit entry point can be declared (xloadflags)",
+                version >> 8,
+                version & 0xff
+            ),
+        ));
     }
     let setup_sects = match b[BZ_SETUP_SECTS] {
         0 => 4, // "if this field is 0, the real value is 4"
@@ -178,7 +195,10 @@ fn check_bzimage(b: &[u8]) -> Result<(), FormatError> {
     };
     let setup_len = (setup_sects + 1) * 512;
     let Some(syssize) = u32_at(b, BZ_SYSSIZE) else {
-        return Err(FormatError::new(Truncated, format!("the setup header is cut short: the file has only {} bytes", b.len())));
+        return Err(FormatError::new(
+            Truncated,
+            format!("the setup header is cut short: the file has only {} bytes", b.len()),
+        ));
     };
     let kernel_len = u64::from(syssize) * 16;
     let declared = setup_len + kernel_len;
@@ -192,8 +212,11 @@ fn check_bzimage(b: &[u8]) -> Result<(), FormatError> {
         return Err(FormatError::new(Corrupt, "syssize is 0: the bzImage declares no protected-mode kernel"));
     }
     if b[BZ_LOADFLAGS] & 1 == 0 {
-        return Err(FormatError::new(Unsupported, "LOADED_HIGH is not set in loadflags: a zImage loaded below 1 MiB, \
-                                                  not a bzImage"));
+        return Err(FormatError::new(
+            Unsupported,
+            "LOADED_HIGH is not set in loadflags: a zImage loaded below 1 MiB, \
+                                                  not a bzImage",
+        ));
     }
     let xloadflags = u16_at(b, BZ_XLOADFLAGS).unwrap_or(0);
     if xloadflags & 1 == 0 {
@@ -202,9 +225,12 @@ fn check_bzimage(b: &[u8]) -> Result<(), FormatError> {
     let payload_offset = u64::from(u32_at(b, BZ_PAYLOAD_OFFSET).unwrap_or(0));
     let payload_length = u64::from(u32_at(b, BZ_PAYLOAD_LENGTH).unwrap_or(0));
     if payload_offset + payload_length > kernel_len {
-        return Err(FormatError::new(Corrupt, format!(
+        return Err(FormatError::new(
+            Corrupt,
+            format!(
             "the compressed kernel (payload_offset {payload_offset}, payload_length {payload_length}) lies past the \
-             {kernel_len}-byte protected-mode part (syssize {syssize} × 16)")));
+             {kernel_len}-byte protected-mode part (syssize {syssize} × 16)"),
+        ));
     }
     Ok(())
 }
@@ -229,25 +255,36 @@ fn check_arm64_image(b: &[u8]) -> Result<(), FormatError> {
     let image_size = u64_at(b, ARM64_IMAGE_SIZE).unwrap_or(0);
     let flags = u64_at(b, ARM64_FLAGS).unwrap_or(0);
     if flags & 1 != 0 {
-        return Err(FormatError::new(Unsupported, "a big-endian kernel (flags bit 0 set); the guest needs a \
-                                                  little-endian one"));
+        return Err(FormatError::new(
+            Unsupported,
+            "a big-endian kernel (flags bit 0 set); the guest needs a \
+                                                  little-endian one",
+        ));
     }
     if flags >> 4 != 0 {
         return Err(FormatError::new(Corrupt, format!("reserved header flag bits are set (flags 0x{flags:x})")));
     }
     if image_size == 0 {
-        return Err(FormatError::new(Unsupported, "image_size is 0 (a kernel older than 3.17): the loader cannot tell \
-                                                  how much memory the kernel needs"));
+        return Err(FormatError::new(
+            Unsupported,
+            "image_size is 0 (a kernel older than 3.17): the loader cannot tell \
+                                                  how much memory the kernel needs",
+        ));
     }
     if text_offset % 4096 != 0 || text_offset >= 2 << 20 {
-        return Err(FormatError::new(Corrupt, format!(
-            "text_offset 0x{text_offset:x} is not a 4 KiB-aligned offset below 2 MiB")));
+        return Err(FormatError::new(
+            Corrupt,
+            format!("text_offset 0x{text_offset:x} is not a 4 KiB-aligned offset below 2 MiB"),
+        ));
     }
     let len = b.len() as u64;
     if len > image_size {
-        return Err(FormatError::new(Corrupt, format!(
+        return Err(FormatError::new(
+            Corrupt,
+            format!(
             "the file has {len} bytes, more than the {image_size} bytes of image_size in its header (the whole kernel \
-             once loaded): not a plain Image (compressed, or with data appended?)")));
+             once loaded): not a plain Image (compressed, or with data appended?)"),
+        ));
     }
     // With an EFI stub the PE/COFF section table says exactly where the file's data ends.
     let pe = u64::from(u32_at(b, ARM64_PE_OFFSET).unwrap_or(0));
@@ -257,9 +294,12 @@ fn check_arm64_image(b: &[u8]) -> Result<(), FormatError> {
     // Without one, the file is the loaded image minus its zero-filled .bss and page tables,
     // which are a small part of it: a file under half of image_size has been cut short.
     if len < image_size / 2 {
-        return Err(FormatError::new(Truncated, format!(
+        return Err(FormatError::new(
+            Truncated,
+            format!(
             "the file has {len} bytes, but its header declares image_size {image_size}: an Image is that size minus \
-             its zero-filled .bss, so at least {} bytes are expected", image_size / 2)));
+             its zero-filled .bss, so at least {} bytes are expected", image_size / 2),
+        ));
     }
     Ok(())
 }
@@ -269,8 +309,9 @@ fn check_arm64_image(b: &[u8]) -> Result<(), FormatError> {
 fn check_pe_sections(b: &[u8], pe: u64) -> Result<(), FormatError> {
     use ErrorKind::*;
     let len = b.len();
-    let truncated = |what: String| Err(FormatError::new(Truncated, format!(
-        "{what} extends past the end of the file ({len} bytes)")));
+    let truncated = |what: String| {
+        Err(FormatError::new(Truncated, format!("{what} extends past the end of the file ({len} bytes)")))
+    };
     let Some(pe_end) = range_end(pe, 24, len) else {
         return truncated(format!("the PE/COFF header at 0x{pe:x} (named at 0x3c)"));
     };
@@ -338,8 +379,10 @@ fn check_elf(b: &[u8], machine: u16) -> Result<(), FormatError> {
         _ => return Err(FormatError::new(Truncated, format!("the ELF header is cut short at {len} bytes"))),
     }
     if len < EHDR_LEN {
-        return Err(FormatError::new(Truncated, format!(
-            "the ELF header is cut short: the file has {len} bytes, the header alone is {EHDR_LEN}")));
+        return Err(FormatError::new(
+            Truncated,
+            format!("the ELF header is cut short: the file has {len} bytes, the header alone is {EHDR_LEN}"),
+        ));
     }
     if b[5] != 1 {
         return Err(FormatError::new(Unsupported, "a big-endian ELF file; the guest needs a little-endian one"));
@@ -351,13 +394,24 @@ fn check_elf(b: &[u8], machine: u16) -> Result<(), FormatError> {
     let (e_phentsize, e_phnum) = (u64::from(field16(0x36)), u64::from(field16(0x38)));
     let (e_shentsize, e_shnum) = (u64::from(field16(0x3a)), u64::from(field16(0x3c)));
     if e_machine != machine {
-        return Err(FormatError::new(WrongMachine, format!(
-            "ELF e_machine is {e_machine} ({}), expected {machine} ({})", machine_name(e_machine), machine_name(machine))));
+        return Err(FormatError::new(
+            WrongMachine,
+            format!(
+                "ELF e_machine is {e_machine} ({}), expected {machine} ({})",
+                machine_name(e_machine),
+                machine_name(machine)
+            ),
+        ));
     }
     match e_type {
         ET_EXEC | ET_DYN => {}
-        ET_REL => return Err(FormatError::new(Relocatable, "a relocatable object file (ELF type ET_REL, e.g. a `.o`), \
-                                                            not a linked executable")),
+        ET_REL => {
+            return Err(FormatError::new(
+                Relocatable,
+                "a relocatable object file (ELF type ET_REL, e.g. a `.o`), \
+                                                            not a linked executable",
+            ))
+        }
         ET_CORE => return Err(FormatError::new(WrongFormat, "a core dump (ELF type ET_CORE), not an executable")),
         t => return Err(FormatError::new(WrongFormat, format!("ELF type {t} is not an executable"))),
     }
@@ -365,7 +419,10 @@ fn check_elf(b: &[u8], machine: u16) -> Result<(), FormatError> {
         return Err(FormatError::new(WrongFormat, "no program headers: not a loadable executable"));
     }
     if e_phentsize != PHDR_LEN {
-        return Err(FormatError::new(Corrupt, format!("program header entries are {e_phentsize} bytes, ELF64 has {PHDR_LEN}")));
+        return Err(FormatError::new(
+            Corrupt,
+            format!("program header entries are {e_phentsize} bytes, ELF64 has {PHDR_LEN}"),
+        ));
     }
     let Some(_) = range_end(e_phoff, e_phnum * PHDR_LEN, len) else {
         return Err(FormatError::new(Truncated, format!(
@@ -373,20 +430,31 @@ fn check_elf(b: &[u8], machine: u16) -> Result<(), FormatError> {
     };
     if e_shoff != 0 && e_shnum != 0 {
         if e_shentsize != SHDR_LEN {
-            return Err(FormatError::new(Corrupt, format!("section header entries are {e_shentsize} bytes, ELF64 has {SHDR_LEN}")));
+            return Err(FormatError::new(
+                Corrupt,
+                format!("section header entries are {e_shentsize} bytes, ELF64 has {SHDR_LEN}"),
+            ));
         }
         if range_end(e_shoff, e_shnum * SHDR_LEN, len).is_none() {
-            return Err(FormatError::new(Truncated, format!(
+            return Err(FormatError::new(
+                Truncated,
+                format!(
                 "the section header table ({e_shnum} entries at offset {e_shoff}) extends past the end of the file \
-                 ({len} bytes)")));
+                 ({len} bytes)"),
+            ));
         }
         for i in 0..e_shnum {
             let s = (e_shoff + i * SHDR_LEN) as usize;
             let sh_type = u32_at(b, s + 4).unwrap_or(0);
             let (off, size) = (u64_at(b, s + 0x18).unwrap_or(0), u64_at(b, s + 0x20).unwrap_or(0));
             if sh_type != SHT_NULL && sh_type != SHT_NOBITS && range_end(off, size, len).is_none() {
-                return Err(FormatError::new(Truncated, format!(
-                    "section {i} (bytes {off}..{}) extends past the end of the file ({len} bytes)", off.saturating_add(size))));
+                return Err(FormatError::new(
+                    Truncated,
+                    format!(
+                        "section {i} (bytes {off}..{}) extends past the end of the file ({len} bytes)",
+                        off.saturating_add(size)
+                    ),
+                ));
             }
         }
     }
@@ -403,13 +471,23 @@ fn check_elf(b: &[u8], machine: u16) -> Result<(), FormatError> {
             memsz: u64_at(b, p + 0x28).unwrap_or(0),
         };
         if range_end(seg.offset, seg.filesz, len).is_none() {
-            return Err(FormatError::new(Truncated, format!(
-                "segment {i} (bytes {}..{}) extends past the end of the file ({len} bytes)",
-                seg.offset, seg.offset.saturating_add(seg.filesz))));
+            return Err(FormatError::new(
+                Truncated,
+                format!(
+                    "segment {i} (bytes {}..{}) extends past the end of the file ({len} bytes)",
+                    seg.offset,
+                    seg.offset.saturating_add(seg.filesz)
+                ),
+            ));
         }
         if seg.kind == PT_LOAD && seg.filesz > seg.memsz {
-            return Err(FormatError::new(Corrupt, format!(
-                "loadable segment {i} has more bytes in the file ({}) than in memory ({})", seg.filesz, seg.memsz)));
+            return Err(FormatError::new(
+                Corrupt,
+                format!(
+                    "loadable segment {i} has more bytes in the file ({}) than in memory ({})",
+                    seg.filesz, seg.memsz
+                ),
+            ));
         }
         segments.push(seg);
     }
@@ -419,30 +497,39 @@ fn check_elf(b: &[u8], machine: u16) -> Result<(), FormatError> {
     let pie = dynamic.flags_1 & DF_1_PIE != 0;
     if e_type == ET_DYN && (e_entry == 0 || (dynamic.soname.is_some() && !pie)) {
         let soname = dynamic.soname.as_deref().map(|s| format!(" {s}")).unwrap_or_default();
-        return Err(FormatError::new(SharedLibrary, format!(
-            "a shared library{soname} (ELF type ET_DYN{}), not a program",
-            if e_entry == 0 { " with no entry point" } else { " with a DT_SONAME" })));
+        return Err(FormatError::new(
+            SharedLibrary,
+            format!(
+                "a shared library{soname} (ELF type ET_DYN{}), not a program",
+                if e_entry == 0 { " with no entry point" } else { " with a DT_SONAME" }
+            ),
+        ));
     }
     let what = if e_type == ET_DYN { "a dynamically linked PIE" } else { "a dynamically linked executable" };
     if let Some(interp) = segments.iter().find(|s| s.kind == PT_INTERP) {
         let raw = &b[interp.offset as usize..(interp.offset + interp.filesz) as usize];
         let name = String::from_utf8_lossy(raw.split(|&c| c == 0).next().unwrap_or_default()).into_owned();
-        return Err(FormatError::new(NotStatic, format!(
-            "{what} (program interpreter {name}{}); it must be statically linked", needs(&dynamic.needed))));
+        return Err(FormatError::new(
+            NotStatic,
+            format!("{what} (program interpreter {name}{}); it must be statically linked", needs(&dynamic.needed)),
+        ));
     }
     if !dynamic.needed.is_empty() {
-        return Err(FormatError::new(NotStatic, format!(
-            "{what} (no program interpreter{}); it must be statically linked", needs(&dynamic.needed))));
+        return Err(FormatError::new(
+            NotStatic,
+            format!("{what} (no program interpreter{}); it must be statically linked", needs(&dynamic.needed)),
+        ));
     }
     if !segments.iter().any(|s| s.kind == PT_LOAD) {
         return Err(FormatError::new(WrongFormat, "no loadable segment (PT_LOAD): not an executable"));
     }
-    let in_code = |s: &&Segment| {
-        s.kind == PT_LOAD && s.flags & PF_X != 0 && e_entry >= s.vaddr && e_entry - s.vaddr < s.memsz
-    };
+    let in_code =
+        |s: &&Segment| s.kind == PT_LOAD && s.flags & PF_X != 0 && e_entry >= s.vaddr && e_entry - s.vaddr < s.memsz;
     if !segments.iter().any(|s| in_code(&s)) {
-        return Err(FormatError::new(Corrupt, format!(
-            "the entry point 0x{e_entry:x} is not inside an executable loadable segment")));
+        return Err(FormatError::new(
+            Corrupt,
+            format!("the entry point 0x{e_entry:x} is not inside an executable loadable segment"),
+        ));
     }
     Ok(())
 }
@@ -482,7 +569,9 @@ fn read_dynamic(b: &[u8], dyn_seg: &Segment, segments: &[Segment]) -> Dynamic {
     }
     // DT_STRTAB is an address: find the loadable segment that holds it.
     let strtab_off = strtab.and_then(|addr| {
-        segments.iter().find(|s| s.kind == PT_LOAD && addr >= s.vaddr && addr - s.vaddr < s.filesz)
+        segments
+            .iter()
+            .find(|s| s.kind == PT_LOAD && addr >= s.vaddr && addr - s.vaddr < s.filesz)
             .map(|s| s.offset + (addr - s.vaddr))
     });
     let name = |off: u64| -> String {
@@ -496,11 +585,7 @@ fn read_dynamic(b: &[u8], dyn_seg: &Segment, segments: &[Segment]) -> Dynamic {
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| format!("(string at 0x{off:x})"))
     };
-    Dynamic {
-        needed: needed.into_iter().take(8).map(name).collect(),
-        soname: soname.map(name),
-        flags_1,
-    }
+    Dynamic { needed: needed.into_iter().take(8).map(name).collect(), soname: soname.map(name), flags_1 }
 }
 
 fn machine_name(m: u16) -> &'static str {
@@ -563,8 +648,11 @@ mod tests {
         assert_eq!(kind(with(&|b| b[0x206..0x208].copy_from_slice(&0x020bu16.to_le_bytes()))), ErrorKind::Unsupported);
         // One more setup sector or 16 more bytes of kernel than the file has.
         assert_eq!(kind(with(&|b| b[0x1f1] += 1)), ErrorKind::Truncated);
-        let e = with(&|b| { let s = u32_at(b, 0x1f4).unwrap() + 1; b[0x1f4..0x1f8].copy_from_slice(&s.to_le_bytes()) })
-            .unwrap_err();
+        let e = with(&|b| {
+            let s = u32_at(b, 0x1f4).unwrap() + 1;
+            b[0x1f4..0x1f8].copy_from_slice(&s.to_le_bytes())
+        })
+        .unwrap_err();
         assert_eq!(e.kind, ErrorKind::Truncated);
         assert!(e.found.contains("syssize") && e.found.contains(&format!("{} bytes", good.len())), "{e}");
         assert_eq!(kind(with(&|b| b[0x1f4..0x1f8].fill(0))), ErrorKind::Corrupt);
@@ -621,8 +709,13 @@ mod tests {
         }
         let e = x86.check(&fixtures::elf(EM_X86_64, ElfKind::DynamicPie, "pie")).unwrap_err();
         assert_eq!(e.kind, ErrorKind::NotStatic);
-        assert!(e.found.contains("dynamically linked PIE") && e.found.contains("/lib64/ld-linux-x86-64.so.2")
-                && e.found.contains("libc.so.6") && e.found.contains("statically linked"), "{e}");
+        assert!(
+            e.found.contains("dynamically linked PIE")
+                && e.found.contains("/lib64/ld-linux-x86-64.so.2")
+                && e.found.contains("libc.so.6")
+                && e.found.contains("statically linked"),
+            "{e}"
+        );
         assert!(e.fix(x86).contains("x86_64-unknown-linux-musl"), "{}", e.fix(x86));
         let e = x86.check(&fixtures::elf(EM_X86_64, ElfKind::SharedLibrary, "so")).unwrap_err();
         assert!(e.kind == ErrorKind::SharedLibrary && e.found.contains("libfixture.so.1"), "{e}");
@@ -678,9 +771,20 @@ mod tests {
         std::fs::write(&src, "int main(void) { return 0; }\n").unwrap();
         let cc = |args: &[&str], out: &str| -> Option<Vec<u8>> {
             let o = dir.path().join(out);
-            let ok = std::process::Command::new("cc").args(args).arg(&src).arg("-o").arg(&o)
-                .stderr(std::process::Stdio::null()).status().ok()?.success();
-            if ok { std::fs::read(&o).ok() } else { None }
+            let ok = std::process::Command::new("cc")
+                .args(args)
+                .arg(&src)
+                .arg("-o")
+                .arg(&o)
+                .stderr(std::process::Stdio::null())
+                .status()
+                .ok()?
+                .success();
+            if ok {
+                std::fs::read(&o).ok()
+            } else {
+                None
+            }
         };
         if !cfg!(all(target_os = "linux", target_arch = "x86_64")) || cc(&["-c"], "probe.o").is_none() {
             return crate::testing::skip("real_compiler_outputs needs an x86_64 Linux C compiler (cc)");
@@ -706,15 +810,21 @@ mod tests {
     #[test]
     fn shipped_payloads_pass() {
         let crates = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        for (krate, kernel, machine) in [("supermachine-kernel-x86-64", Format::BzImage, EM_X86_64),
-                                         ("supermachine-kernel-aarch64", Format::Arm64Image, EM_AARCH64)] {
+        for (krate, kernel, machine) in [
+            ("supermachine-kernel-x86-64", Format::BzImage, EM_X86_64),
+            ("supermachine-kernel-aarch64", Format::Arm64Image, EM_AARCH64),
+        ] {
             let dir = crates.join(krate).join("payload");
             if !dir.is_dir() {
                 crate::testing::skip(&format!("{} is not here (a packaged crate)", dir.display()));
                 continue;
             }
-            for (file, format) in [("kernel.xz", kernel), ("busybox.xz", Format::Elf(machine)),
-                                   ("supermachine-agent.xz", Format::Elf(machine)), ("init-oci.xz", Format::Elf(machine))] {
+            for (file, format) in [
+                ("kernel.xz", kernel),
+                ("busybox.xz", Format::Elf(machine)),
+                ("supermachine-agent.xz", Format::Elf(machine)),
+                ("init-oci.xz", Format::Elf(machine)),
+            ] {
                 let mut bytes = Vec::new();
                 let xz = std::fs::read(dir.join(file)).unwrap();
                 std::io::Read::read_to_end(&mut xz2::read::XzDecoder::new(&xz[..]), &mut bytes).unwrap();

@@ -14,16 +14,16 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod extract;
 #[cfg(any(test, feature = "build"))]
 pub mod build;
+pub mod extract;
+#[cfg(any(test, feature = "fixtures"))]
+#[doc(hidden)]
+pub mod fixtures;
 #[cfg(any(test, feature = "build"))]
 mod format;
 #[cfg(any(test, feature = "build"))]
 pub mod manifest;
-#[cfg(any(test, feature = "fixtures"))]
-#[doc(hidden)]
-pub mod fixtures;
 #[cfg(test)]
 mod payload_list_tests;
 #[doc(hidden)]

@@ -17,10 +17,7 @@ pub struct Entry {
 impl Entry {
     /// A required field, or an error naming the manifest, table and field.
     pub fn get(&self, key: &str) -> Result<&str, String> {
-        self.fields
-            .get(key)
-            .map(String::as_str)
-            .ok_or_else(|| format!("table [{}] has no `{key}` field", self.name))
+        self.fields.get(key).map(String::as_str).ok_or_else(|| format!("table [{}] has no `{key}` field", self.name))
     }
 }
 
@@ -37,9 +34,8 @@ pub fn parse(text: &str) -> Result<Vec<Entry>, String> {
             entries.push(Entry { name: name.trim().to_string(), ..Entry::default() });
             continue;
         }
-        let (key, value) = line
-            .split_once('=')
-            .ok_or_else(|| format!("line {lineno}: expected `key = value`, found `{line}`"))?;
+        let (key, value) =
+            line.split_once('=').ok_or_else(|| format!("line {lineno}: expected `key = value`, found `{line}`"))?;
         let value = value.trim();
         let value = if let Some(s) = value.strip_prefix('"').and_then(|v| v.strip_suffix('"')) {
             s.to_string()
@@ -48,9 +44,8 @@ pub fn parse(text: &str) -> Result<Vec<Entry>, String> {
         } else {
             return Err(format!("line {lineno}: value of `{}` must be a \"string\" or an integer", key.trim()));
         };
-        let entry = entries
-            .last_mut()
-            .ok_or_else(|| format!("line {lineno}: `{}` appears before any [table]", key.trim()))?;
+        let entry =
+            entries.last_mut().ok_or_else(|| format!("line {lineno}: `{}` appears before any [table]", key.trim()))?;
         entry.fields.insert(key.trim().to_string(), value);
     }
     Ok(entries)
@@ -60,8 +55,7 @@ pub fn parse(text: &str) -> Result<Vec<Entry>, String> {
 mod tests {
     #[test]
     fn parses_tables_and_reports_bad_lines() {
-        let m = super::parse("# c\n[kernel]\nfile = \"kernel.xz\"\nsize = 12\n\n[busybox]\nfile = \"b.xz\"\n")
-            .unwrap();
+        let m = super::parse("# c\n[kernel]\nfile = \"kernel.xz\"\nsize = 12\n\n[busybox]\nfile = \"b.xz\"\n").unwrap();
         assert_eq!(m.len(), 2);
         assert_eq!(m[0].get("file").unwrap(), "kernel.xz");
         assert_eq!(m[0].get("size").unwrap(), "12");

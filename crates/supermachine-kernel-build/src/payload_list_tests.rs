@@ -55,7 +55,12 @@ fn arch_crates_expose_every_asset() {
             let line = format!("extract_fns!({fn_name}, {fn_name}_with_parents, {}_BYTES, {},", a.ident, a.executable);
             assert!(lib.contains(&line), "{rel}: no `{line} ...)` for the {} payload", a.name);
             assert!(lib.contains(&format!("`{}`", a.env_key)), "{rel}: the override docs do not list `{}`", a.env_key);
-            assert!(description.contains(described_as(a.name)), "{}'s Cargo description omits {}", arch.crate_name(), a.name);
+            assert!(
+                description.contains(described_as(a.name)),
+                "{}'s Cargo description omits {}",
+                arch.crate_name(),
+                a.name
+            );
         }
     }
 }

@@ -35,16 +35,29 @@ fn family(repo: &Path) -> Vec<(String, String)> {
         let name = dir.file_name().unwrap().to_string_lossy().into_owned();
         let Ok(manifest) = fs::read_to_string(dir.join("Cargo.toml")) else { continue };
         let member = meta.contains(&format!("\"manifest_path\":\"{}\"", dir.join("Cargo.toml").display()));
-        if !member || !name.starts_with("supermachine-kernel") || manifest.lines().any(|l| l.replace(' ', "") == "publish=false") {
+        if !member
+            || !name.starts_with("supermachine-kernel")
+            || manifest.lines().any(|l| l.replace(' ', "") == "publish=false")
+        {
             continue;
         }
         let version = if manifest.contains("version.workspace = true") {
             let root = fs::read_to_string(repo.join("Cargo.toml")).unwrap();
-            root.split("[workspace.package]").nth(1).unwrap().lines()
-                .find_map(|l| l.trim().strip_prefix("version").map(|v| v.trim_start_matches([' ', '=']).trim_matches('"').to_string()))
+            root.split("[workspace.package]")
+                .nth(1)
+                .unwrap()
+                .lines()
+                .find_map(|l| {
+                    l.trim()
+                        .strip_prefix("version")
+                        .map(|v| v.trim_start_matches([' ', '=']).trim_matches('"').to_string())
+                })
                 .unwrap()
         } else {
-            manifest.lines().find_map(|l| l.trim().strip_prefix("version = ").map(|v| v.trim_matches('"').to_string())).unwrap()
+            manifest
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("version = ").map(|v| v.trim_matches('"').to_string()))
+                .unwrap()
         };
         out.push((name, version));
     }
@@ -65,15 +78,20 @@ fn cargo_package_each_crate_small_and_complete() {
     // rebuilds a registry crate of the same name and version, so a reused target dir would
     // verify stale sources. The unpacked copies made by this run are removed at the end.
     let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-    let target: PathBuf = Path::new(env!("CARGO_TARGET_TMPDIR")).parent().unwrap()
+    let target: PathBuf = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .unwrap()
         .join(format!("consumer-tests/package-{}-{stamp}", std::process::id()));
     let pkg_dir = target.join("package");
-    let unpack_root = std::env::var_os("CARGO_HOME").map(PathBuf::from)
+    let unpack_root = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo")))
         .map(|h| h.join("registry/src"));
     let listing = |root: &Option<PathBuf>| -> Vec<PathBuf> {
-        root.as_ref().and_then(|r| fs::read_dir(r).ok())
-            .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect()).unwrap_or_default()
+        root.as_ref()
+            .and_then(|r| fs::read_dir(r).ok())
+            .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default()
     };
     let before = listing(&unpack_root);
 
@@ -94,10 +112,14 @@ fn cargo_package_each_crate_small_and_complete() {
     let out = cmd.output().unwrap();
     // Remove what this run unpacked: folders that are new and hold only our crates.
     for dir in listing(&unpack_root).into_iter().filter(|d| !before.contains(d)) {
-        let ours = fs::read_dir(&dir).map(|d| d.filter_map(|e| e.ok()).all(|e| {
-            let n = e.file_name().to_string_lossy().into_owned();
-            crates.iter().any(|(c, v)| n == format!("{c}-{v}"))
-        })).unwrap_or(false);
+        let ours = fs::read_dir(&dir)
+            .map(|d| {
+                d.filter_map(|e| e.ok()).all(|e| {
+                    let n = e.file_name().to_string_lossy().into_owned();
+                    crates.iter().any(|(c, v)| n == format!("{c}-{v}"))
+                })
+            })
+            .unwrap_or(false);
         if ours {
             let _ = fs::remove_dir_all(&dir);
         }
@@ -115,15 +137,26 @@ fn cargo_package_each_crate_small_and_complete() {
         let list = String::from_utf8_lossy(&list.stdout);
         let prefix = format!("{name}-{version}/");
         for required in REQUIRED {
-            assert!(list.lines().any(|l| l == format!("{prefix}{required}")), "{}: no {required} in:\n{list}", file.display());
+            assert!(
+                list.lines().any(|l| l == format!("{prefix}{required}")),
+                "{}: no {required} in:\n{list}",
+                file.display()
+            );
         }
         if name.starts_with("supermachine-kernel-") && name != "supermachine-kernel-build" {
             for required in ["payload/manifest.toml", "build.rs"] {
                 assert!(list.lines().any(|l| l == format!("{prefix}{required}")), "{}: no {required}", file.display());
             }
-            assert!(list.lines().any(|l| l.starts_with(&format!("{prefix}payload/")) && l.ends_with(".xz")), "{}: no payload", file.display());
-            assert!(size <= MAX_DATA_CRATE_BYTES,
-                "{}: {size} bytes, over the 5 MB budget of an arch data crate (docs/KERNEL.md, Size)", file.display());
+            assert!(
+                list.lines().any(|l| l.starts_with(&format!("{prefix}payload/")) && l.ends_with(".xz")),
+                "{}: no payload",
+                file.display()
+            );
+            assert!(
+                size <= MAX_DATA_CRATE_BYTES,
+                "{}: {size} bytes, over the 5 MB budget of an arch data crate (docs/KERNEL.md, Size)",
+                file.display()
+            );
         }
     }
     eprint!("{report}");

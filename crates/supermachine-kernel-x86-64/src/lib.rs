@@ -50,9 +50,9 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub use supermachine_kernel_build::Asset;
 use std::io;
 use std::path::{Path, PathBuf};
+pub use supermachine_kernel_build::Asset;
 
 include!(concat!(env!("OUT_DIR"), "/payloads.rs"));
 
@@ -61,10 +61,34 @@ include!(concat!(env!("OUT_DIR"), "/payloads.rs"));
 /// add `tsc_early_khz=<host TSC kHz>` so the guest does not stall calibrating its clock.
 pub const KERNEL_CMDLINE: &str = "console=ttyS0 panic=-1 reboot=t quiet";
 
-supermachine_kernel_build::extract_fns!(extract_kernel_to, extract_kernel_to_with_parents, KERNEL_BYTES, false, "kernel (bzImage)");
-supermachine_kernel_build::extract_fns!(extract_busybox_to, extract_busybox_to_with_parents, BUSYBOX_BYTES, true, "busybox binary (mode 0755)");
-supermachine_kernel_build::extract_fns!(extract_supermachine_agent_to, extract_supermachine_agent_to_with_parents, SUPERMACHINE_AGENT_BYTES, true, "in-VM agent binary (mode 0755)");
-supermachine_kernel_build::extract_fns!(extract_init_oci_to, extract_init_oci_to_with_parents, INIT_OCI_BYTES, true, "init-oci binary (mode 0755)");
+supermachine_kernel_build::extract_fns!(
+    extract_kernel_to,
+    extract_kernel_to_with_parents,
+    KERNEL_BYTES,
+    false,
+    "kernel (bzImage)"
+);
+supermachine_kernel_build::extract_fns!(
+    extract_busybox_to,
+    extract_busybox_to_with_parents,
+    BUSYBOX_BYTES,
+    true,
+    "busybox binary (mode 0755)"
+);
+supermachine_kernel_build::extract_fns!(
+    extract_supermachine_agent_to,
+    extract_supermachine_agent_to_with_parents,
+    SUPERMACHINE_AGENT_BYTES,
+    true,
+    "in-VM agent binary (mode 0755)"
+);
+supermachine_kernel_build::extract_fns!(
+    extract_init_oci_to,
+    extract_init_oci_to_with_parents,
+    INIT_OCI_BYTES,
+    true,
+    "init-oci binary (mode 0755)"
+);
 
 /// Writes every payload into `dir` (created if missing) as `bzImage`, `busybox`, … and
 /// returns the paths written. Files that already hold the right bytes are left untouched.

@@ -102,7 +102,8 @@ fn sixteen_processes_extract_into_one_folder() {
         assert_eq!(sha256_hex(&bytes), a.sha256, "{}: wrong sha256", p.display());
         assert_eq!(mode(&p), if a.executable { 0o755 } else { 0o644 }, "{}: wrong mode", p.display());
     }
-    let mut names: Vec<String> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let mut names: Vec<String> =
+        fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     names.sort();
     let mut want: Vec<String> = guest::ASSETS.iter().map(|a| a.file_name.to_string()).collect();
     want.sort();

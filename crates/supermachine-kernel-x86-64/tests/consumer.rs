@@ -46,7 +46,11 @@ impl Consumer {
             let entry = entry.unwrap();
             if entry.file_name() != "target" {
                 let p = entry.path();
-                if p.is_dir() { fs::remove_dir_all(&p).unwrap() } else { fs::remove_file(&p).unwrap() }
+                if p.is_dir() {
+                    fs::remove_dir_all(&p).unwrap()
+                } else {
+                    fs::remove_file(&p).unwrap()
+                }
             }
         }
         let repo = repo_root();
@@ -183,9 +187,14 @@ fn consumer_builds_embeds_once_and_honours_overrides() {
     for a in guest::ASSETS {
         let counts: Vec<usize> = distinctive_windows(a.bytes, 16).iter().map(|w| count_occurrences(&bin, w)).collect();
         assert!(counts.iter().all(|&c| c >= 1), "{}: payload not in the release binary: {counts:?}", a.name);
-        assert_eq!(counts.iter().min(), Some(&1),
+        assert_eq!(
+            counts.iter().min(),
+            Some(&1),
             "{}: 16 distinctive 64-byte windows of the payload occur {counts:?} times in the release binary \
-             ({} bytes): embedded more than once", a.name, bin.len());
+             ({} bytes): embedded more than once",
+            a.name,
+            bin.len()
+        );
     }
     assert!(bin.len() < total + 8 * 1024 * 1024, "release binary {} bytes for {total} bytes of payload", bin.len());
 
@@ -273,8 +282,8 @@ fn consumer_builds_embeds_once_and_honours_overrides() {
         let f = fs::OpenOptions::new().write(true).open(p).unwrap();
         f.set_modified(now - Duration::from_secs(secs)).unwrap();
     };
-    let (old_a, old_b, old_c) = (fake_bzimage("older file A"), fake_bzimage("older file B, longer"),
-                                 fake_bzimage("older file C"));
+    let (old_a, old_b, old_c) =
+        (fake_bzimage("older file A"), fake_bzimage("older file B, longer"), fake_bzimage("older file C"));
     let (p_a, p_b) = (put("old-a", &old_a), put("old-b", &old_b));
     aged(&p_a, 3600);
     aged(&p_b, 7200);
@@ -325,42 +334,76 @@ fn consumer_builds_embeds_once_and_honours_overrides() {
     let lfs = put("lfs-pointer", b"version https://git-lfs.github.com/spec/v1\noid sha256:0000\nsize 1\n");
     c.build_fails("LFS pointer as kernel", &[(ARCH, &lfs)], &[ARCH, "Git LFS pointer"]);
     let arm = put("busybox-aarch64", &fake_elf(183, "aarch64 busybox"));
-    c.build_fails("aarch64 ELF as busybox", &[("SUPERMACHINE_X86_64_BUSYBOX_PATH", &arm)],
-                  &["SUPERMACHINE_X86_64_BUSYBOX_PATH", "183 (aarch64)", "62 (x86_64)"]);
-    c.build_fails("text as busybox", &[("SUPERMACHINE_X86_BUSYBOX_PATH", &text)],
-                  &["SUPERMACHINE_X86_BUSYBOX_PATH", "not an ELF file"]);
-    c.build_fails("bzImage as busybox", &[("SUPERMACHINE_BUSYBOX_PATH", &p_arch)],
-                  &["SUPERMACHINE_BUSYBOX_PATH", "not an ELF file"]);
+    c.build_fails(
+        "aarch64 ELF as busybox",
+        &[("SUPERMACHINE_X86_64_BUSYBOX_PATH", &arm)],
+        &["SUPERMACHINE_X86_64_BUSYBOX_PATH", "183 (aarch64)", "62 (x86_64)"],
+    );
+    c.build_fails(
+        "text as busybox",
+        &[("SUPERMACHINE_X86_BUSYBOX_PATH", &text)],
+        &["SUPERMACHINE_X86_BUSYBOX_PATH", "not an ELF file"],
+    );
+    c.build_fails(
+        "bzImage as busybox",
+        &[("SUPERMACHINE_BUSYBOX_PATH", &p_arch)],
+        &["SUPERMACHINE_BUSYBOX_PATH", "not an ELF file"],
+    );
     // Issue 11, item 8: kernels and programs that would build wrong, each named with a fix.
     let cut = put("bzImage-4k", &guest::KERNEL_BYTES[..4096]);
-    c.build_fails("bzImage cut to 4 KiB", &[(ARCH, &cut)],
-                  &[ARCH, "bzImage-4k", "the file has 4096 bytes", "syssize", "fix:", "incomplete"]);
+    c.build_fails(
+        "bzImage cut to 4 KiB",
+        &[(ARCH, &cut)],
+        &[ARCH, "bzImage-4k", "the file has 4096 bytes", "syssize", "fix:", "incomplete"],
+    );
     const AGENT: &str = "SUPERMACHINE_X86_64_AGENT_PATH";
     let pie = put("agent-dynamic-pie", &elf_of(ElfKind::DynamicPie, "dynamic PIE agent"));
-    c.build_fails("dynamic PIE as agent", &[(AGENT, &pie)],
-                  &[AGENT, "agent-dynamic-pie", "dynamically linked PIE", "/lib64/ld-linux-x86-64.so.2",
-                    "must be statically linked", "x86_64-unknown-linux-musl", "supermachine-agent payload"]);
+    c.build_fails(
+        "dynamic PIE as agent",
+        &[(AGENT, &pie)],
+        &[
+            AGENT,
+            "agent-dynamic-pie",
+            "dynamically linked PIE",
+            "/lib64/ld-linux-x86-64.so.2",
+            "must be statically linked",
+            "x86_64-unknown-linux-musl",
+            "supermachine-agent payload",
+        ],
+    );
     let so = put("agent-shared-lib", &elf_of(ElfKind::SharedLibrary, "shared library agent"));
     c.build_fails("shared library as agent", &[(AGENT, &so)], &[AGENT, "agent-shared-lib", "a shared library", "fix:"]);
     let obj = put("agent.o", &elf_of(ElfKind::Relocatable, "object file agent"));
     c.build_fails("relocatable object as agent", &[(AGENT, &obj)], &[AGENT, "agent.o", "relocatable object", "link"]);
     let short = put("agent-64-bytes", &guest::SUPERMACHINE_AGENT_BYTES[..64]);
-    c.build_fails("64-byte ELF as agent", &[(AGENT, &short)],
-                  &[AGENT, "agent-64-bytes", "program header table", "past the end of the file (64 bytes)", "incomplete"]);
+    c.build_fails(
+        "64-byte ELF as agent",
+        &[(AGENT, &short)],
+        &[AGENT, "agent-64-bytes", "program header table", "past the end of the file (64 bytes)", "incomplete"],
+    );
     let half = put("busybox-half", &guest::BUSYBOX_BYTES[..guest::BUSYBOX_BYTES.len() / 2]);
-    c.build_fails("half a busybox", &[("SUPERMACHINE_BUSYBOX_PATH", &half)],
-                  &["SUPERMACHINE_BUSYBOX_PATH", "busybox-half", "past the end of the file"]);
+    c.build_fails(
+        "half a busybox",
+        &[("SUPERMACHINE_BUSYBOX_PATH", &half)],
+        &["SUPERMACHINE_BUSYBOX_PATH", "busybox-half", "past the end of the file"],
+    );
     let init = put("init-oci-pie", &elf_of(ElfKind::DynamicPie, "dynamic init-oci"));
-    c.build_fails("dynamic PIE as init-oci", &[("SUPERMACHINE_X86_64_INIT_OCI_PATH", &init)],
-                  &["SUPERMACHINE_X86_64_INIT_OCI_PATH", "must be statically linked"]);
+    c.build_fails(
+        "dynamic PIE as init-oci",
+        &[("SUPERMACHINE_X86_64_INIT_OCI_PATH", &init)],
+        &["SUPERMACHINE_X86_64_INIT_OCI_PATH", "must be statically linked"],
+    );
     // A static-pie program is fine.
     let spie = elf_of(ElfKind::StaticPie, "static-pie agent");
     c.build_ok("static-pie agent", &[(AGENT, &put("agent-static-pie", &spie))]);
     assert_eq!(assets_of(&c.run_app())["supermachine-agent"].2, sha256_hex(&spie));
 
     // Two bad overrides at once: both are reported.
-    c.build_fails("two bad overrides", &[(ARCH, &empty), ("SUPERMACHINE_X86_64_BUSYBOX_PATH", &arm)],
-                  &["the file is empty", "183 (aarch64)"]);
+    c.build_fails(
+        "two bad overrides",
+        &[(ARCH, &empty), ("SUPERMACHINE_X86_64_BUSYBOX_PATH", &arm)],
+        &["the file is empty", "183 (aarch64)"],
+    );
 
     // Leave the workspace built with the shipped payloads.
     c.build_ok("final plain build", &[]);

@@ -14,7 +14,9 @@ use std::path::Path;
 /// (name, file, xz_sha256, sha256) per manifest table, read with the build helper's reader.
 fn manifest(dir: &Path) -> Vec<(String, String, String, String)> {
     let text = fs::read_to_string(dir.join("payload/manifest.toml")).unwrap();
-    supermachine_kernel_build::manifest::parse(&text).unwrap().into_iter()
+    supermachine_kernel_build::manifest::parse(&text)
+        .unwrap()
+        .into_iter()
         .map(|e| {
             let field = |k: &str| e.get(k).unwrap().to_string();
             (e.name.clone(), field("file"), field("xz_sha256"), field("sha256"))

@@ -44,14 +44,10 @@ const STUB_LO: usize = 0x5000;
 const STUB_HI: usize = 0x8000;
 
 fn parse() -> Args {
-    let (mut bzimage, mut initrd, mut cmdline, mut mem, mut cpus, mut out) =
-        (None, None, None, None, 1u8, None);
+    let (mut bzimage, mut initrd, mut cmdline, mut mem, mut cpus, mut out) = (None, None, None, None, 1u8, None);
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
-        let mut v = || {
-            it.next()
-                .unwrap_or_else(|| die(&format!("{a} needs a value")))
-        };
+        let mut v = || it.next().unwrap_or_else(|| die(&format!("{a} needs a value")));
         match a.as_str() {
             "--bzimage" => bzimage = Some(PathBuf::from(v())),
             "--initrd" => initrd = Some(PathBuf::from(v())),
@@ -92,26 +88,16 @@ fn params(r: &boot::BootRegs) -> Vec<u8> {
 
 fn main() {
     let a = parse();
-    let read =
-        |p: &PathBuf| std::fs::read(p).unwrap_or_else(|e| die(&format!("{}: {e}", p.display())));
+    let read = |p: &PathBuf| std::fs::read(p).unwrap_or_else(|e| die(&format!("{}: {e}", p.display())));
     let (bz, initrd) = (read(&a.bzimage), read(&a.initrd));
     let mut mem = vec![0u8; a.mem_mib << 20];
-    let cfg = boot::BootConfig {
-        mem_size: mem.len(),
-        cmdline: &a.cmdline,
-        bzimage: &bz,
-        initrd: Some(&initrd),
-    };
-    let regs =
-        boot::setup_boot(&mut mem, &cfg).unwrap_or_else(|e| die(&format!("setup_boot: {e}")));
-    mptable::write_mptable(&mut mem, a.cpus)
-        .unwrap_or_else(|e| die(&format!("write_mptable: {e:?}")));
+    let cfg = boot::BootConfig { mem_size: mem.len(), cmdline: &a.cmdline, bzimage: &bz, initrd: Some(&initrd) };
+    let regs = boot::setup_boot(&mut mem, &cfg).unwrap_or_else(|e| die(&format!("setup_boot: {e}")));
+    mptable::write_mptable(&mut mem, a.cpus).unwrap_or_else(|e| die(&format!("write_mptable: {e:?}")));
     std::fs::create_dir_all(&a.out).unwrap_or_else(|e| die(&format!("{}: {e}", a.out.display())));
     let zero = |r: std::ops::Range<usize>| mem[r].iter().all(|&b| b == 0);
     if !zero(STUB_LO..STUB_HI) || !zero(LOW_END..0x10_0000) {
-        die(
-            "the runtime's loader wrote where the stub lives (0x5000-0x7fff) or into 640 KiB-1 MiB",
-        );
+        die("the runtime's loader wrote where the stub lives (0x5000-0x7fff) or into 640 KiB-1 MiB");
     }
     let stage_len = LOW_END + 0x1000;
     let stage = (1..mem.len() >> 20)
@@ -119,17 +105,12 @@ fn main() {
         .find(|&at| at + stage_len <= mem.len() && zero(at..at + stage_len))
         .unwrap_or_else(|| die("no free MiB of guest RAM to stage the low memory in"));
     let file = a.out.join("stage");
-    std::fs::write(&file, format!("{stage:#x}\n"))
-        .unwrap_or_else(|e| die(&format!("{}: {e}", file.display())));
+    std::fs::write(&file, format!("{stage:#x}\n")).unwrap_or_else(|e| die(&format!("{}: {e}", file.display())));
     let mut low = mem[..LOW_END].to_vec();
     low.extend_from_slice(&params(&regs));
     let file = a.out.join("low.bin");
     std::fs::write(&file, &low).unwrap_or_else(|e| die(&format!("{}: {e}", file.display())));
-    println!(
-        "loader,file={},addr={:#x},force-raw=on",
-        file.display(),
-        stage
-    );
+    println!("loader,file={},addr={:#x},force-raw=on", file.display(), stage);
     let pages = mem.len() / PAGE;
     let nonzero = |i: usize| mem[i * PAGE..(i + 1) * PAGE].iter().any(|&b| b != 0);
     let mut i = 0x10_0000 / PAGE;
@@ -145,12 +126,19 @@ fn main() {
         let file = a.out.join(format!("ram-{:x}.bin", start * PAGE));
         std::fs::write(&file, &mem[start * PAGE..i * PAGE])
             .unwrap_or_else(|e| die(&format!("{}: {e}", file.display())));
-        println!(
-            "loader,file={},addr={:#x},force-raw=on",
-            file.display(),
-            start * PAGE
-        );
+        println!("loader,file={},addr={:#x},force-raw=on", file.display(), start * PAGE);
     }
-    eprintln!("kvm-entry: rip={:#x} rsi={:#x} cr3={:#x} cr0={:#x} cr4={:#x} efer={:#x} gdt={:#x}/{} cs={:#x} ds={:#x}",
-              regs.rip, regs.rsi, regs.cr3, regs.cr0, regs.cr4, regs.efer, regs.gdt_base, regs.gdt_limit, regs.cs.selector, regs.ds.selector);
+    eprintln!(
+        "kvm-entry: rip={:#x} rsi={:#x} cr3={:#x} cr0={:#x} cr4={:#x} efer={:#x} gdt={:#x}/{} cs={:#x} ds={:#x}",
+        regs.rip,
+        regs.rsi,
+        regs.cr3,
+        regs.cr0,
+        regs.cr4,
+        regs.efer,
+        regs.gdt_base,
+        regs.gdt_limit,
+        regs.cs.selector,
+        regs.ds.selector
+    );
 }

@@ -31,21 +31,12 @@ struct Args {
 fn parse(mut it: impl Iterator<Item = String>) -> Args {
     let mut a = Args::default();
     while let Some(arg) = it.next() {
-        let mut value = || {
-            it.next()
-                .unwrap_or_else(|| die(&format!("{arg} needs a value")))
-        };
+        let mut value = || it.next().unwrap_or_else(|| die(&format!("{arg} needs a value")));
         match arg.as_str() {
             "--out" => a.out = Some(value().into()),
             "--kernel" => a.kernel = Some(value().into()),
             "--initrd" => a.initrd = Some(value().into()),
-            "--size" => {
-                a.size = Some(
-                    value()
-                        .parse()
-                        .unwrap_or_else(|_| die("--size takes bytes")),
-                )
-            }
+            "--size" => a.size = Some(value().parse().unwrap_or_else(|_| die("--size takes bytes"))),
             s if s.starts_with("--") => die(&format!("unknown option {s} (see src/main.rs)")),
             _ => a.layers.push(arg.into()),
         }
@@ -55,19 +46,13 @@ fn parse(mut it: impl Iterator<Item = String>) -> Args {
 
 fn main() {
     let mut argv = std::env::args().skip(1);
-    let cmd = argv
-        .next()
-        .unwrap_or_else(|| die("usage: runtime-bake kvm|ext4 ... (see src/main.rs)"));
+    let cmd = argv.next().unwrap_or_else(|| die("usage: runtime-bake kvm|ext4 ... (see src/main.rs)"));
     let a = parse(argv);
     let out = a.out.unwrap_or_else(|| die("--out is required"));
     match cmd.as_str() {
         "kvm" => {
-            let kernel = a
-                .kernel
-                .unwrap_or_else(|| die("kvm: --kernel FILE is required"));
-            let initrd = a
-                .initrd
-                .unwrap_or_else(|| die("kvm: --initrd FILE is required"));
+            let kernel = a.kernel.unwrap_or_else(|| die("kvm: --kernel FILE is required"));
+            let initrd = a.initrd.unwrap_or_else(|| die("kvm: --initrd FILE is required"));
             if a.layers.is_empty() {
                 die("kvm: give at least one layer tar");
             }
@@ -76,17 +61,12 @@ fn main() {
             }
             let squashfs = out.join("rootfs.squashfs");
             if !squashfs.is_file() {
-                die(&format!(
-                    "Image::bake_kvm returned Ok but wrote no {}",
-                    squashfs.display()
-                ));
+                die(&format!("Image::bake_kvm returned Ok but wrote no {}", squashfs.display()));
             }
             println!("{}", squashfs.display());
         }
         "ext4" => {
-            let size = a
-                .size
-                .unwrap_or_else(|| die("ext4: --size BYTES is required"));
+            let size = a.size.unwrap_or_else(|| die("ext4: --size BYTES is required"));
             if let Err(e) = supermachine::ext4::make_empty_ext4(&out, size) {
                 die(&format!("ext4::make_empty_ext4 {}: {e}", out.display()));
             }

@@ -44,15 +44,8 @@ pub struct TsiBackend {
 
 impl TsiBackend {
     pub fn new(shared: Arc<Shared>, guest_cid: u64) -> Result<TsiBackend, String> {
-        let exit =
-            EventFd::new(EFD_NONBLOCK).map_err(|e| format!("creating the exit eventfd: {e}"))?;
-        Ok(TsiBackend {
-            shared,
-            guest_cid,
-            mem: Mutex::new(None),
-            event_idx: AtomicBool::new(false),
-            exit,
-        })
+        let exit = EventFd::new(EFD_NONBLOCK).map_err(|e| format!("creating the exit eventfd: {e}"))?;
+        Ok(TsiBackend { shared, guest_cid, mem: Mutex::new(None), event_idx: AtomicBool::new(false), exit })
     }
 
     /// Stops the worker thread (the daemon does not do it when we drive it by hand).
@@ -112,10 +105,7 @@ impl TsiBackend {
         for r in replies {
             if let Err(dropped) = pending.push_reply(r) {
                 if dropped.is_power_of_two() {
-                    log!(
-                        "RX backlog full ({} packets): dropped {dropped} reply packet(s) so far",
-                        pending.len()
-                    );
+                    log!("RX backlog full ({} packets): dropped {dropped} reply packet(s) so far", pending.len());
                 }
             }
         }
@@ -315,11 +305,7 @@ mod tests {
             for base in [RX_RING, TX_RING, EV_RING] {
                 // The mock only computes a valid layout (and zeroes it); we drive the rings by hand.
                 let mock = MockSplitQueue::create(&mem, GuestAddress(base), SIZE);
-                let r = Ring {
-                    desc: mock.desc_table_addr().0,
-                    avail: mock.avail_addr().0,
-                    used: mock.used_addr().0,
-                };
+                let r = Ring { desc: mock.desc_table_addr().0, avail: mock.avail_addr().0, used: mock.used_addr().0 };
                 let v = VringRwLock::new(atomic.clone(), SIZE).unwrap();
                 v.set_queue_size(SIZE);
                 v.set_queue_info(r.desc, r.avail, r.used).unwrap();
@@ -328,15 +314,7 @@ mod tests {
                 rings.push(r);
                 vrings.push(v);
             }
-            Guest {
-                mem,
-                vrings,
-                rx: rings[0],
-                tx: rings[1],
-                tx_next: 0,
-                rx_next: 0,
-                rx_seen: 0,
-            }
+            Guest { mem, vrings, rx: rings[0], tx: rings[1], tx_next: 0, rx_next: 0, rx_seen: 0 }
         }
 
         /// Makes descriptor `i` (a one-descriptor chain) available.
@@ -348,10 +326,8 @@ mod tests {
             m.write_obj(flags, GuestAddress(d + 12)).unwrap();
             m.write_obj(0u16, GuestAddress(d + 14)).unwrap();
             let idx: u16 = m.read_obj(GuestAddress(ring.avail + 2)).unwrap();
-            m.write_obj(i, GuestAddress(ring.avail + 4 + u64::from(idx % SIZE) * 2))
-                .unwrap();
-            m.write_obj(idx.wrapping_add(1), GuestAddress(ring.avail + 2))
-                .unwrap();
+            m.write_obj(i, GuestAddress(ring.avail + 4 + u64::from(idx % SIZE) * 2)).unwrap();
+            m.write_obj(idx.wrapping_add(1), GuestAddress(ring.avail + 2)).unwrap();
         }
 
         /// Queues one TX packet (header and payload in one descriptor, as Linux 6.2+ does).
@@ -359,12 +335,8 @@ mod tests {
             let addr = TX_BUFS + u64::from(self.tx_next) * 0x1000;
             let mut hdr = hdr;
             hdr.len = payload.len() as u32;
-            self.mem
-                .write_slice(&hdr.encode(), GuestAddress(addr))
-                .unwrap();
-            self.mem
-                .write_slice(payload, GuestAddress(addr + 44))
-                .unwrap();
+            self.mem.write_slice(&hdr.encode(), GuestAddress(addr)).unwrap();
+            self.mem.write_slice(payload, GuestAddress(addr + 44)).unwrap();
             self.make_available(self.tx, self.tx_next, addr, 44 + payload.len() as u32, 0);
             self.tx_next += 1;
         }
@@ -372,13 +344,7 @@ mod tests {
         /// Posts one RX buffer with room for a header and 4 KiB of payload.
         fn post_rx(&mut self) {
             let addr = RX_BUFS + u64::from(self.rx_next) * 0x2000;
-            self.make_available(
-                self.rx,
-                self.rx_next,
-                addr,
-                44 + 4096,
-                VRING_DESC_F_WRITE as u16,
-            );
+            self.make_available(self.rx, self.rx_next, addr, 44 + 4096, VRING_DESC_F_WRITE as u16);
             self.rx_next += 1;
         }
 
@@ -389,10 +355,8 @@ mod tests {
             let mut out = Vec::new();
             while self.rx_seen != used_idx {
                 let e = self.rx.used + 4 + u64::from(self.rx_seen % SIZE) * 8;
-                let (id, len): (u32, u32) = (
-                    m.read_obj(GuestAddress(e)).unwrap(),
-                    m.read_obj(GuestAddress(e + 4)).unwrap(),
-                );
+                let (id, len): (u32, u32) =
+                    (m.read_obj(GuestAddress(e)).unwrap(), m.read_obj(GuestAddress(e + 4)).unwrap());
                 let addr = RX_BUFS + u64::from(id) * 0x2000;
                 let mut raw = [0u8; 44];
                 m.read_slice(&mut raw, GuestAddress(addr)).unwrap();
@@ -445,21 +409,14 @@ mod tests {
             g.post_rx();
         }
         // Without the token: silently dropped (tsi.md §2.4i).
-        g.send(
-            hdr(VSOCK_TYPE_DGRAM, VSOCK_OP_RW, 0x4000_0002, 1025),
-            &connect_body(0x1000_0001, port),
-        );
-        backend
-            .handle_event(TX_QUEUE, EventSet::IN, &g.vrings, 0)
-            .unwrap();
+        g.send(hdr(VSOCK_TYPE_DGRAM, VSOCK_OP_RW, 0x4000_0002, 1025), &connect_body(0x1000_0001, port));
+        backend.handle_event(TX_QUEUE, EventSet::IN, &g.vrings, 0).unwrap();
         assert!(g.received().is_empty());
         // With it: answered.
         let mut body = token.to_vec();
         body.extend_from_slice(&connect_body(0x1000_0001, port));
         g.send(hdr(VSOCK_TYPE_DGRAM, VSOCK_OP_RW, 0x4000_0002, 1025), &body);
-        backend
-            .handle_event(TX_QUEUE, EventSet::IN, &g.vrings, 0)
-            .unwrap();
+        backend.handle_event(TX_QUEUE, EventSet::IN, &g.vrings, 0).unwrap();
         let got = g.received();
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].1, 0i32.to_le_bytes());
@@ -483,38 +440,23 @@ mod tests {
         create.extend_from_slice(&2u16.to_le_bytes());
         create.extend_from_slice(&1u16.to_le_bytes());
         g.send(hdr(VSOCK_TYPE_DGRAM, VSOCK_OP_RW, ctl, 1024), &create);
-        g.send(
-            hdr(VSOCK_TYPE_DGRAM, VSOCK_OP_RW, ctl, 1025),
-            &connect_body(peer, port),
-        );
-        backend
-            .handle_event(TX_QUEUE, EventSet::IN, &g.vrings, 0)
-            .unwrap();
+        g.send(hdr(VSOCK_TYPE_DGRAM, VSOCK_OP_RW, ctl, 1025), &connect_body(peer, port));
+        backend.handle_event(TX_QUEUE, EventSet::IN, &g.vrings, 0).unwrap();
         let got = g.received();
         assert_eq!(got.len(), 1, "one CONNECT reply: {got:?}");
         let (h, body) = &got[0];
-        assert_eq!(
-            (h.type_, h.src_port, h.dst_cid, h.dst_port),
-            (VSOCK_TYPE_DGRAM, 1025, 3, ctl)
-        );
+        assert_eq!((h.type_, h.src_port, h.dst_cid, h.dst_port), (VSOCK_TYPE_DGRAM, 1025, 3, ctl));
         assert_eq!(body, &0i32.to_le_bytes());
 
         // The data connection to port 620: RESPONSE, then bytes both ways.
         g.send(hdr(VSOCK_TYPE_STREAM, VSOCK_OP_REQUEST, peer, 620), b"");
-        backend
-            .handle_event(TX_QUEUE, EventSet::IN, &g.vrings, 0)
-            .unwrap();
+        backend.handle_event(TX_QUEUE, EventSet::IN, &g.vrings, 0).unwrap();
         let got = g.received();
         assert_eq!(got.len(), 1);
-        assert_eq!(
-            (got[0].0.op, got[0].0.src_port, got[0].0.dst_port),
-            (VSOCK_OP_RESPONSE, 620, peer)
-        );
+        assert_eq!((got[0].0.op, got[0].0.src_port, got[0].0.dst_port), (VSOCK_OP_RESPONSE, 620, peer));
 
         g.send(hdr(VSOCK_TYPE_STREAM, VSOCK_OP_RW, peer, 620), b"ping");
-        backend
-            .handle_event(TX_QUEUE, EventSet::IN, &g.vrings, 0)
-            .unwrap();
+        backend.handle_event(TX_QUEUE, EventSet::IN, &g.vrings, 0).unwrap();
         let (mut conn, _) = server.accept().unwrap();
         conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let mut buf = [0u8; 4];
@@ -527,9 +469,7 @@ mod tests {
         let mut data = Vec::new();
         while data.len() < 4 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
-            backend
-                .handle_event(KICK_EVENT, EventSet::IN, &g.vrings, 0)
-                .unwrap();
+            backend.handle_event(KICK_EVENT, EventSet::IN, &g.vrings, 0).unwrap();
             for (h, d) in g.received() {
                 assert_eq!((h.op, h.src_port, h.dst_port), (VSOCK_OP_RW, 620, peer));
                 data.extend_from_slice(&d);

@@ -63,25 +63,16 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Config, String> 
         if name == "-h" || name == "--help" {
             return Err(USAGE.to_string());
         }
-        let mut value = || {
-            inline
-                .clone()
-                .or_else(|| it.next())
-                .ok_or_else(|| format!("{name} needs a value\n{USAGE}"))
-        };
+        let mut value = || inline.clone().or_else(|| it.next()).ok_or_else(|| format!("{name} needs a value\n{USAGE}"));
         match name.as_str() {
             "--socket" => socket = Some(PathBuf::from(value()?)),
             "--dir" => dir = Some(PathBuf::from(value()?)),
             "--uds-path" => uds_path = Some(PathBuf::from(value()?)),
             "--guest-cid" => {
                 let v = value()?;
-                guest_cid = v
-                    .parse()
-                    .map_err(|_| format!("--guest-cid: not a number: {v:?}"))?;
+                guest_cid = v.parse().map_err(|_| format!("--guest-cid: not a number: {v:?}"))?;
                 if guest_cid < 3 {
-                    return Err(format!(
-                        "--guest-cid: {guest_cid} is reserved (guest CIDs start at 3)"
-                    ));
+                    return Err(format!("--guest-cid: {guest_cid} is reserved (guest CIDs start at 3)"));
                 }
             }
             "--tsi-token" => tsi_token = Some(parse_token(&value()?)?),
@@ -100,25 +91,14 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Config, String> 
         (None, None) => return Err(format!("--dir or --uds-path is required\n{USAGE}")),
     };
     let uds_path = uds_path.unwrap_or_else(|| dir.join("vm.vsock"));
-    Ok(Config {
-        socket,
-        dir,
-        uds_path,
-        guest_cid,
-        tsi_token,
-        egress_policy,
-        env_json,
-    })
+    Ok(Config { socket, dir, uds_path, guest_cid, tsi_token, egress_policy, env_json })
 }
 
 /// 64 hex digits (either case) → the 32 raw token bytes the guest kernel prefixes.
 pub fn parse_token(hex: &str) -> Result<[u8; 32], String> {
     let digits = hex.as_bytes();
     if digits.len() != 64 {
-        return Err(format!(
-            "--tsi-token: need 64 hex digits, got {}",
-            digits.len()
-        ));
+        return Err(format!("--tsi-token: need 64 hex digits, got {}", digits.len()));
     }
     let nibble = |c: u8| -> Result<u8, String> {
         (c as char)
@@ -173,10 +153,7 @@ mod tests {
     #[test]
     fn vhost_device_vsock_invocation_is_accepted() {
         // Exactly what crates/supermachine-guest-harness/src/vsock.rs passes.
-        let c = parse(args(
-            "--guest-cid 3 --socket /t/x/vhu.sock --uds-path /t/x/vm.vsock",
-        ))
-        .unwrap();
+        let c = parse(args("--guest-cid 3 --socket /t/x/vhu.sock --uds-path /t/x/vm.vsock")).unwrap();
         assert_eq!(c.dir, PathBuf::from("/t/x"));
         assert_eq!(c.uds_path, PathBuf::from("/t/x/vm.vsock"));
         let c = parse(args("--socket=vhu.sock --uds-path=vm.vsock")).unwrap();
@@ -187,14 +164,10 @@ mod tests {
     fn bad_arguments_are_refused() {
         assert!(parse(args("--dir /r")).unwrap_err().contains("--socket"));
         assert!(parse(args("--socket s")).unwrap_err().contains("--dir"));
-        assert!(parse(args("--socket s --dir d --bogus"))
-            .unwrap_err()
-            .contains("--bogus"));
+        assert!(parse(args("--socket s --dir d --bogus")).unwrap_err().contains("--bogus"));
         assert!(parse(args("--socket s --dir d --guest-cid 2")).is_err());
         assert!(parse(args("--socket s --dir d --guest-cid x")).is_err());
-        assert!(parse(args("--socket s --dir"))
-            .unwrap_err()
-            .contains("needs a value"));
+        assert!(parse(args("--socket s --dir")).unwrap_err().contains("needs a value"));
         assert!(parse(args("--socket s --dir d --egress-policy allow")).is_err());
     }
 
@@ -214,12 +187,7 @@ mod tests {
 
     #[test]
     fn policies() {
-        for p in [
-            "allow_all",
-            "deny_private",
-            "allowlist:1.1.1.1/32",
-            "denylist:10.0.0.0/8,::1/128",
-        ] {
+        for p in ["allow_all", "deny_private", "allowlist:1.1.1.1/32", "denylist:10.0.0.0/8,::1/128"] {
             assert_eq!(check_policy(p).unwrap(), p);
         }
         for p in ["", "allowall", "allowlist:", "deny"] {

@@ -21,8 +21,7 @@ use crate::shared::Shared;
 const MAX_LINE: usize = 256;
 
 pub fn start(path: &Path, shared: Arc<Shared>) -> Result<(), String> {
-    let listener = bind_unix(path)
-        .map_err(|e| format!("cannot listen on control socket {}: {e}", path.display()))?;
+    let listener = bind_unix(path).map_err(|e| format!("cannot listen on control socket {}: {e}", path.display()))?;
     std::thread::Builder::new()
         .name("tsi-control".into())
         .spawn(move || {

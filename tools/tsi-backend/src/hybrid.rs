@@ -27,12 +27,8 @@ const MAX_LINE: usize = 64;
 
 /// Binds `path` (replacing a stale socket file) and serves it on a thread.
 pub fn start(path: &Path, shared: Arc<Shared>) -> Result<(), String> {
-    let listener = bind_unix(path).map_err(|e| {
-        format!(
-            "cannot listen on hybrid-vsock socket {}: {e}",
-            path.display()
-        )
-    })?;
+    let listener =
+        bind_unix(path).map_err(|e| format!("cannot listen on hybrid-vsock socket {}: {e}", path.display()))?;
     let busy = Arc::new(AtomicUsize::new(0));
     std::thread::Builder::new()
         .name("tsi-hybrid-accept".into())
@@ -52,12 +48,10 @@ pub fn start(path: &Path, shared: Arc<Shared>) -> Result<(), String> {
                     continue;
                 }
                 let (shared, done) = (shared.clone(), busy.clone());
-                let spawned = std::thread::Builder::new()
-                    .name("tsi-hybrid-conn".into())
-                    .spawn(move || {
-                        handshake(conn, &shared);
-                        done.fetch_sub(1, Ordering::SeqCst);
-                    });
+                let spawned = std::thread::Builder::new().name("tsi-hybrid-conn".into()).spawn(move || {
+                    handshake(conn, &shared);
+                    done.fetch_sub(1, Ordering::SeqCst);
+                });
                 if let Err(e) = spawned {
                     busy.fetch_sub(1, Ordering::SeqCst);
                     log!("hybrid: cannot spawn a connection thread: {e}");
@@ -79,19 +73,14 @@ pub fn remove_stale_socket(path: &Path) -> io::Result<()> {
     use std::os::unix::fs::FileTypeExt;
     match std::fs::symlink_metadata(path) {
         Ok(m) if m.file_type().is_socket() => std::fs::remove_file(path),
-        Ok(_) => Err(io::Error::new(
-            io::ErrorKind::AlreadyExists,
-            "exists and is not a socket",
-        )),
+        Ok(_) => Err(io::Error::new(io::ErrorKind::AlreadyExists, "exists and is not a socket")),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e),
     }
 }
 
 fn handshake(mut client: UnixStream, shared: &Shared) {
-    let port = match read_line(&mut client)
-        .and_then(|l| parse_connect_line(&l).map_err(io::Error::other))
-    {
+    let port = match read_line(&mut client).and_then(|l| parse_connect_line(&l).map_err(io::Error::other)) {
         Ok(p) => p,
         Err(e) => {
             log!("hybrid: bad CONNECT line ({e}); closing");
@@ -126,10 +115,7 @@ fn handshake(mut client: UnixStream, shared: &Shared) {
             return;
         }
     };
-    if let Err(e) = shared
-        .muxer()
-        .open_native_to_guest(MuxerStream::Unix(client), port)
-    {
+    if let Err(e) = shared.muxer().open_native_to_guest(MuxerStream::Unix(client), port) {
         shared.watch.cancel(id);
         log!("hybrid: CONNECT {port}: open_native_to_guest: {e}");
         let _ = control.shutdown(Shutdown::Both);
@@ -150,9 +136,7 @@ fn handshake(mut client: UnixStream, shared: &Shared) {
         }
         None => {
             let _ = control.shutdown(Shutdown::Both);
-            log!(
-                "hybrid: CONNECT {port}: no answer from the guest in {HANDSHAKE_TIMEOUT:?}; closed"
-            );
+            log!("hybrid: CONNECT {port}: no answer from the guest in {HANDSHAKE_TIMEOUT:?}; closed");
         }
     }
 }
@@ -164,10 +148,7 @@ fn read_line(s: &mut UnixStream) -> io::Result<Vec<u8>> {
     let mut b = [0u8; 1];
     loop {
         if s.read(&mut b)? == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "closed before a newline",
-            ));
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed before a newline"));
         }
         if b[0] == b'\n' {
             return Ok(line);
@@ -183,14 +164,11 @@ fn read_line(s: &mut UnixStream) -> io::Result<Vec<u8>> {
 pub fn parse_connect_line(line: &[u8]) -> Result<u32, String> {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     let text = std::str::from_utf8(line).map_err(|_| "not UTF-8".to_string())?;
-    let port = text
-        .strip_prefix("CONNECT ")
-        .ok_or_else(|| format!("expected `CONNECT <port>`, got {text:?}"))?;
+    let port = text.strip_prefix("CONNECT ").ok_or_else(|| format!("expected `CONNECT <port>`, got {text:?}"))?;
     if port.is_empty() || !port.bytes().all(|c| c.is_ascii_digit()) {
         return Err(format!("bad port {port:?}"));
     }
-    port.parse()
-        .map_err(|_| format!("port {port:?} out of range"))
+    port.parse().map_err(|_| format!("port {port:?} out of range"))
 }
 
 #[cfg(test)]
@@ -215,11 +193,7 @@ mod tests {
             b"",
             b"CONNECT \xff",
         ] {
-            assert!(
-                parse_connect_line(bad).is_err(),
-                "{:?}",
-                String::from_utf8_lossy(bad)
-            );
+            assert!(parse_connect_line(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
         }
     }
 

@@ -54,25 +54,14 @@ macro_rules! log {
 /// `TSI_BACKEND_TRACE=1`: one line per packet in each direction (for debugging a guest kernel).
 fn trace_enabled() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| {
-        std::env::var_os("TSI_BACKEND_TRACE").is_some_and(|v| !v.is_empty() && v != "0")
-    })
+    *ON.get_or_init(|| std::env::var_os("TSI_BACKEND_TRACE").is_some_and(|v| !v.is_empty() && v != "0"))
 }
 
 /// A packet header in one line, for traces.
 fn describe(h: &supermachine::devices::virtio::vsock::packet::Header) -> String {
     format!(
         "type={} op={} ({},{:#x})->({},{:#x}) len={} flags={:#x} buf_alloc={} fwd_cnt={}",
-        h.type_,
-        h.op,
-        h.src_cid,
-        h.src_port,
-        h.dst_cid,
-        h.dst_port,
-        h.len,
-        h.flags,
-        h.buf_alloc,
-        h.fwd_cnt
+        h.type_, h.op, h.src_cid, h.src_port, h.dst_cid, h.dst_port, h.len, h.flags, h.buf_alloc, h.fwd_cnt
     )
 }
 
@@ -118,25 +107,19 @@ fn main() {
 }
 
 fn run(cfg: &Config) -> Result<(), String> {
-    std::fs::create_dir_all(&cfg.dir)
-        .map_err(|e| format!("creating {}: {e}", cfg.dir.display()))?;
+    std::fs::create_dir_all(&cfg.dir).map_err(|e| format!("creating {}: {e}", cfg.dir.display()))?;
     if let Some(p) = &cfg.egress_policy {
         egress_policy::set(p);
     }
     if let Some(path) = &cfg.env_json {
-        let json = std::fs::read_to_string(path)
-            .map_err(|e| format!("reading --env-json {}: {e}", path.display()))?;
+        let json = std::fs::read_to_string(path).map_err(|e| format!("reading --env-json {}: {e}", path.display()))?;
         set_env_json(json);
     }
     let shared = Shared::new(cfg.guest_cid, cfg.tsi_token)?;
     log!(
         "guest cid {}, TSI token {}, egress policy {}",
         cfg.guest_cid,
-        if cfg.tsi_token.is_some() {
-            "armed"
-        } else {
-            "off"
-        },
+        if cfg.tsi_token.is_some() { "armed" } else { "off" },
         egress_policy::get()
     );
 
@@ -144,8 +127,7 @@ fn run(cfg: &Config) -> Result<(), String> {
     let mux = cfg.mux_sock();
     // The runtime only unlinks stale sockets named after a dead supermachine pid.
     for p in [&mux, &cfg.exec_sock()] {
-        hybrid::remove_stale_socket(p)
-            .map_err(|e| format!("cannot replace {}: {e}", p.display()))?;
+        hybrid::remove_stale_socket(p).map_err(|e| format!("cannot replace {}: {e}", p.display()))?;
     }
     let _mux_acceptor = vsock_mux::start(path_str(&mux)?, shared.vsock.clone(), None)
         .map_err(|e| format!("cannot start vsock-mux on {}: {e}", mux.display()))?;
@@ -185,16 +167,9 @@ fn serve_one(cfg: &Config, shared: &Arc<Shared>, session: u64) -> Result<(), Str
             .map_err(|e| format!("registering the muxer kick: {e}"))?;
     }
     // Bound here (not inside `serve`) so a bind failure is fatal and names the path.
-    let listener = Listener::new(&cfg.socket, true).map_err(|e| {
-        format!(
-            "cannot listen on vhost-user socket {}: {e}",
-            cfg.socket.display()
-        )
-    })?;
-    log!(
-        "session {session}: waiting for QEMU on {}",
-        cfg.socket.display()
-    );
+    let listener = Listener::new(&cfg.socket, true)
+        .map_err(|e| format!("cannot listen on vhost-user socket {}: {e}", cfg.socket.display()))?;
+    log!("session {session}: waiting for QEMU on {}", cfg.socket.display());
     let result = daemon.start(listener).and_then(|()| {
         log!("session {session}: QEMU connected");
         daemon.wait()
@@ -207,10 +182,7 @@ fn serve_one(cfg: &Config, shared: &Arc<Shared>, session: u64) -> Result<(), Str
     }
     match result {
         // QEMU quitting shows up as one of these, depending on where it was in a message.
-        Ok(())
-        | Err(DaemonError::HandleRequest(
-            VhostUserError::Disconnected | VhostUserError::PartialMessage,
-        )) => {
+        Ok(()) | Err(DaemonError::HandleRequest(VhostUserError::Disconnected | VhostUserError::PartialMessage)) => {
             log!("session {session}: QEMU disconnected")
         }
         Err(e) => log!("session {session}: ended: {e}"),
@@ -219,6 +191,5 @@ fn serve_one(cfg: &Config, shared: &Arc<Shared>, session: u64) -> Result<(), Str
 }
 
 fn path_str(p: &std::path::Path) -> Result<&str, String> {
-    p.to_str()
-        .ok_or_else(|| format!("path {} is not UTF-8", p.display()))
+    p.to_str().ok_or_else(|| format!("path {} is not UTF-8", p.display()))
 }

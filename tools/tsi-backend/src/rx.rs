@@ -143,12 +143,10 @@ fn write_piece(pkt: &mut VsockPacket<'_, ()>, pending: &mut PendingRx) -> Result
         return Err("no room for payload".into());
     }
     let (hdr, piece) = pending.next_piece(capacity).ok_or("nothing pending")?;
-    pkt.set_header_from_raw(&hdr.encode())
-        .map_err(|e| format!("writing header: {e:?}"))?;
+    pkt.set_header_from_raw(&hdr.encode()).map_err(|e| format!("writing header: {e:?}"))?;
     if !piece.is_empty() {
         let data = pkt.data_slice().ok_or("no data buffer")?;
-        data.write_slice(piece, 0)
-            .map_err(|e| format!("writing payload: {e}"))?;
+        data.write_slice(piece, 0).map_err(|e| format!("writing payload: {e}"))?;
     }
     let n = piece.len();
     if crate::trace_enabled() {
@@ -159,18 +157,13 @@ fn write_piece(pkt: &mut VsockPacket<'_, ()>, pending: &mut PendingRx) -> Result
 }
 
 fn pending_front_has_payload(pending: &PendingRx) -> bool {
-    pending
-        .queue
-        .front()
-        .is_some_and(|p| p.data.len() > pending.front_sent)
+    pending.queue.front().is_some_and(|p| p.data.len() > pending.front_sent)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use supermachine::devices::virtio::vsock::packet::{
-        VSOCK_OP_RW, VSOCK_OP_SHUTDOWN, VSOCK_TYPE_STREAM,
-    };
+    use supermachine::devices::virtio::vsock::packet::{VSOCK_OP_RW, VSOCK_OP_SHUTDOWN, VSOCK_TYPE_STREAM};
     use virtio_bindings::bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
     use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
     use virtio_queue::mock::MockSplitQueue;
@@ -214,10 +207,7 @@ mod tests {
         for want in [4, 4, 2] {
             let (h, piece) = p.next_piece(4).unwrap();
             assert_eq!(h.len as usize, want);
-            assert_eq!(
-                (h.op, h.fwd_cnt, h.src_port),
-                (VSOCK_OP_RW, 77, 0xc000_0001)
-            );
+            assert_eq!((h.op, h.fwd_cnt, h.src_port), (VSOCK_OP_RW, 77, 0xc000_0001));
             got.extend_from_slice(piece);
             p.consume(piece.len());
         }
@@ -244,10 +234,7 @@ mod tests {
     }
 
     /// Runs fill_rx_queue over chains built by virtio-queue's mock, in real guest memory.
-    fn fill(
-        descs: &[RawDescriptor],
-        pending: &mut PendingRx,
-    ) -> (GuestMemoryMmap, RxFill, Vec<(u32, u32)>) {
+    fn fill(descs: &[RawDescriptor], pending: &mut PendingRx) -> (GuestMemoryMmap, RxFill, Vec<(u32, u32)>) {
         let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x20_0000)]).unwrap();
         let vq = MockSplitQueue::new(&mem, 16);
         vq.add_desc_chains(descs, 0).unwrap();
@@ -263,12 +250,7 @@ mod tests {
     }
 
     fn w(addr: u64, len: u32) -> RawDescriptor {
-        RawDescriptor::from(SplitDescriptor::new(
-            addr,
-            len,
-            VRING_DESC_F_WRITE as u16,
-            0,
-        ))
+        RawDescriptor::from(SplitDescriptor::new(addr, len, VRING_DESC_F_WRITE as u16, 0))
     }
 
     #[test]
@@ -284,18 +266,13 @@ mod tests {
         mem.read_slice(&mut hdr, GuestAddress(0x10_0000)).unwrap();
         assert_eq!(Header::parse(&hdr).len, 6);
         let mut body = [0u8; 6];
-        mem.read_slice(&mut body, GuestAddress(0x10_0000 + 44))
-            .unwrap();
+        mem.read_slice(&mut body, GuestAddress(0x10_0000 + 44)).unwrap();
         assert_eq!(&body, b"012345");
         mem.read_slice(&mut hdr, GuestAddress(0x11_0000)).unwrap();
         let h = Header::parse(&hdr);
-        assert_eq!(
-            (h.len, h.op, h.dst_port, h.fwd_cnt),
-            (4, VSOCK_OP_RW, 1028, 77)
-        );
+        assert_eq!((h.len, h.op, h.dst_port, h.fwd_cnt), (4, VSOCK_OP_RW, 1028, 77));
         let mut body = [0u8; 4];
-        mem.read_slice(&mut body, GuestAddress(0x11_0000 + 44))
-            .unwrap();
+        mem.read_slice(&mut body, GuestAddress(0x11_0000 + 44)).unwrap();
         assert_eq!(&body, b"6789");
         assert!(p.is_empty());
     }
@@ -305,12 +282,7 @@ mod tests {
         let mut p = PendingRx::default();
         p.push(pkt(VSOCK_OP_RW, b"abc"));
         // Older layout: a 44-byte header descriptor chained to a data descriptor.
-        let hd = SplitDescriptor::new(
-            0x10_0000,
-            44,
-            (VRING_DESC_F_WRITE | VRING_DESC_F_NEXT) as u16,
-            1,
-        );
+        let hd = SplitDescriptor::new(0x10_0000, 44, (VRING_DESC_F_WRITE | VRING_DESC_F_NEXT) as u16, 1);
         let descs = [RawDescriptor::from(hd), w(0x12_0000, 4096)];
         let (mem, r, used) = fill(&descs, &mut p);
         assert_eq!(r.used, 1);

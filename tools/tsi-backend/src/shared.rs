@@ -25,13 +25,10 @@ pub struct Shared {
 
 impl Shared {
     pub fn new(guest_cid: u64, token: Option<[u8; 32]>) -> Result<Arc<Shared>, String> {
-        let vsock = Vsock::with_tsi_token(guest_cid, token)
-            .map_err(|e| format!("starting the runtime's vsock muxer: {e}"))?;
-        let kick =
-            EventFd::new(EFD_NONBLOCK).map_err(|e| format!("creating the kick eventfd: {e}"))?;
-        let kick_writer = kick
-            .try_clone()
-            .map_err(|e| format!("cloning the kick eventfd: {e}"))?;
+        let vsock =
+            Vsock::with_tsi_token(guest_cid, token).map_err(|e| format!("starting the runtime's vsock muxer: {e}"))?;
+        let kick = EventFd::new(EFD_NONBLOCK).map_err(|e| format!("creating the kick eventfd: {e}"))?;
+        let kick_writer = kick.try_clone().map_err(|e| format!("cloning the kick eventfd: {e}"))?;
         // Only signal here: the muxer calls this from its own threads.
         vsock.muxer().set_kick(Arc::new(move || {
             let _ = kick_writer.write(1);
@@ -57,11 +54,7 @@ impl Shared {
         // Holding `pending` keeps the backend thread from delivering stale packets meanwhile.
         let mut pending = self.pending.lock().unwrap();
         let muxer = self.muxer();
-        let snaps = if keep_listeners {
-            muxer.capture_tsi_listeners()
-        } else {
-            Vec::new()
-        };
+        let snaps = if keep_listeners { muxer.capture_tsi_listeners() } else { Vec::new() };
         for s in &snaps {
             log!(
                 "  listener cid={} peer_port={:#x} vm_port={:#x} family={} type={} inet_port={:?}",

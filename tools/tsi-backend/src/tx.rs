@@ -45,8 +45,7 @@ pub fn read_tx_chain(
             let mut payload = Vec::new();
             if let Some(data) = pkt.data_slice() {
                 payload = vec![0u8; data.len()];
-                data.read_slice(&mut payload, 0)
-                    .map_err(|e| TxError::Chain(format!("reading payload: {e}")))?;
+                data.read_slice(&mut payload, 0).map_err(|e| TxError::Chain(format!("reading payload: {e}")))?;
             }
             Ok((hdr, payload))
         }
@@ -76,26 +75,15 @@ pub fn header_of(pkt: &VsockPacket<'_, ()>) -> Header {
     }
 }
 
-fn gather(
-    mem: &GuestMemoryMmap,
-    chain: DescriptorChain<&GuestMemoryMmap>,
-) -> Result<(Header, Vec<u8>), TxError> {
-    let mut r: Reader<'_, ()> =
-        Reader::new(mem, chain).map_err(|e| TxError::Chain(format!("{e:?}")))?;
+fn gather(mem: &GuestMemoryMmap, chain: DescriptorChain<&GuestMemoryMmap>) -> Result<(Header, Vec<u8>), TxError> {
+    let mut r: Reader<'_, ()> = Reader::new(mem, chain).map_err(|e| TxError::Chain(format!("{e:?}")))?;
     let mut raw = [0u8; VSOCK_PKT_HDR_SIZE];
-    r.read_exact(&mut raw).map_err(|_| {
-        TxError::Chain(format!(
-            "chain holds {} bytes, less than a header",
-            r.bytes_read()
-        ))
-    })?;
+    r.read_exact(&mut raw)
+        .map_err(|_| TxError::Chain(format!("chain holds {} bytes, less than a header", r.bytes_read())))?;
     let hdr = Header::parse(&raw);
-    let want = (hdr.len as usize)
-        .min(r.available_bytes())
-        .min(MAX_TX_PAYLOAD as usize);
+    let want = (hdr.len as usize).min(r.available_bytes()).min(MAX_TX_PAYLOAD as usize);
     let mut payload = vec![0u8; want];
-    r.read_exact(&mut payload)
-        .map_err(|e| TxError::Chain(format!("reading payload: {e}")))?;
+    r.read_exact(&mut payload).map_err(|e| TxError::Chain(format!("reading payload: {e}")))?;
     Ok((hdr, payload))
 }
 
@@ -126,29 +114,8 @@ mod tests {
     }
 
     fn same(a: &Header, b: &Header) -> bool {
-        (
-            a.src_cid,
-            a.dst_cid,
-            a.src_port,
-            a.dst_port,
-            a.len,
-            a.type_,
-            a.op,
-            a.flags,
-            a.buf_alloc,
-            a.fwd_cnt,
-        ) == (
-            b.src_cid,
-            b.dst_cid,
-            b.src_port,
-            b.dst_port,
-            b.len,
-            b.type_,
-            b.op,
-            b.flags,
-            b.buf_alloc,
-            b.fwd_cnt,
-        )
+        (a.src_cid, a.dst_cid, a.src_port, a.dst_port, a.len, a.type_, a.op, a.flags, a.buf_alloc, a.fwd_cnt)
+            == (b.src_cid, b.dst_cid, b.src_port, b.dst_port, b.len, b.type_, b.op, b.flags, b.buf_alloc, b.fwd_cnt)
     }
 
     /// Writes `bytes` at the descriptors' addresses in order, queues the chain, reads it back.
@@ -159,22 +126,12 @@ mod tests {
         for (i, &(addr, len, flags)) in descs.iter().enumerate() {
             let take = (len as usize).min(bytes.len() - off);
             if take > 0 {
-                mem.write_slice(&bytes[off..off + take], GuestAddress(addr))
-                    .unwrap();
+                mem.write_slice(&bytes[off..off + take], GuestAddress(addr)).unwrap();
             }
             off += take;
             let last = i + 1 == descs.len();
-            let flags = if last {
-                flags
-            } else {
-                flags | VRING_DESC_F_NEXT as u16
-            };
-            raw.push(RawDescriptor::from(SplitDescriptor::new(
-                addr,
-                len,
-                flags,
-                i as u16 + 1,
-            )));
+            let flags = if last { flags } else { flags | VRING_DESC_F_NEXT as u16 };
+            raw.push(RawDescriptor::from(SplitDescriptor::new(addr, len, flags, i as u16 + 1)));
         }
         let vq = MockSplitQueue::new(&mem, 16);
         vq.add_desc_chains(&raw, 0).unwrap();
@@ -200,11 +157,7 @@ mod tests {
     #[test]
     fn header_then_payload_descriptor() {
         let h = sample(3);
-        let (got, payload) = run(
-            &[(0x10_0000, 44, 0), (0x11_0000, 3, 0)],
-            &packet(&h, b"abc"),
-        )
-        .unwrap();
+        let (got, payload) = run(&[(0x10_0000, 44, 0), (0x11_0000, 3, 0)], &packet(&h, b"abc")).unwrap();
         assert!(same(&got, &h));
         assert_eq!(payload, b"abc");
     }
@@ -238,19 +191,9 @@ mod tests {
     #[test]
     fn malformed_chains_are_errors_not_panics() {
         let h = sample(0);
-        assert!(
-            run(&[(0x10_0000, 20, 0)], &h.encode()[..20]).is_err(),
-            "short header"
-        );
-        assert!(
-            run(&[(0x10_0000, 44, VRING_DESC_F_WRITE as u16)], &h.encode()).is_err(),
-            "write-only"
-        );
+        assert!(run(&[(0x10_0000, 20, 0)], &h.encode()[..20]).is_err(), "short header");
+        assert!(run(&[(0x10_0000, 44, VRING_DESC_F_WRITE as u16)], &h.encode()).is_err(), "write-only");
         // A descriptor pointing outside guest memory.
-        assert!(run(
-            &[(0x10_0000, 44, 0), (0x7000_0000, 8, 0)],
-            &packet(&sample(8), b"")
-        )
-        .is_err());
+        assert!(run(&[(0x10_0000, 44, 0), (0x7000_0000, 8, 0)], &packet(&sample(8), b"")).is_err());
     }
 }

@@ -57,26 +57,17 @@ impl HandshakeWatch {
     pub fn expect(&self, guest_port: u32, done: Callback) -> Result<u64, String> {
         let mut g = self.inner.lock().unwrap();
         if g.waiting.len() + g.bound.len() >= MAX_WAITERS {
-            return Err(format!(
-                "{MAX_WAITERS} connection handshakes already in flight"
-            ));
+            return Err(format!("{MAX_WAITERS} connection handshakes already in flight"));
         }
         g.next_id += 1;
         let id = g.next_id;
-        g.waiting.push_back(Waiter {
-            id,
-            guest_port,
-            done,
-        });
+        g.waiting.push_back(Waiter { id, guest_port, done });
         Ok(id)
     }
 
     /// Sees every host→guest packet the backend takes from the muxer.
     pub fn on_host_packet(&self, hdr: &Header) {
-        if hdr.op != VSOCK_OP_REQUEST
-            || hdr.type_ != VSOCK_TYPE_STREAM
-            || hdr.src_cid != VSOCK_HOST_CID
-        {
+        if hdr.op != VSOCK_OP_REQUEST || hdr.type_ != VSOCK_TYPE_STREAM || hdr.src_cid != VSOCK_HOST_CID {
             return;
         }
         let mut g = self.inner.lock().unwrap();
@@ -93,17 +84,12 @@ impl HandshakeWatch {
     /// before the muxer starts forwarding the guest's bytes to it).
     pub fn on_guest_packet(&self, hdr: &Header) {
         let outcome = match hdr.op {
-            VSOCK_OP_RESPONSE => Outcome::Connected {
-                host_port: hdr.dst_port,
-            },
+            VSOCK_OP_RESPONSE => Outcome::Connected { host_port: hdr.dst_port },
             VSOCK_OP_RST => Outcome::Refused,
             _ => return,
         };
         let mut g = self.inner.lock().unwrap();
-        if g.bound
-            .get(&hdr.dst_port)
-            .is_some_and(|w| w.guest_port == hdr.src_port)
-        {
+        if g.bound.get(&hdr.dst_port).is_some_and(|w| w.guest_port == hdr.src_port) {
             let w = g.bound.remove(&hdr.dst_port).expect("checked above");
             (w.done)(outcome);
         }
@@ -156,9 +142,7 @@ mod tests {
 
     fn waiter(w: &HandshakeWatch, port: u32) -> (u64, mpsc::Receiver<Outcome>) {
         let (tx, rx) = mpsc::channel();
-        let id = w
-            .expect(port, Box::new(move |o| tx.send(o).unwrap()))
-            .unwrap();
+        let id = w.expect(port, Box::new(move |o| tx.send(o).unwrap())).unwrap();
         (id, rx)
     }
 
@@ -172,12 +156,7 @@ mod tests {
         // Answers may come in any order; matching is by host port.
         w.on_guest_packet(&hdr(VSOCK_OP_RST, (3, 1028), (2, 0xc000_0002)));
         w.on_guest_packet(&hdr(VSOCK_OP_RESPONSE, (3, 1028), (2, 0xc000_0001)));
-        assert_eq!(
-            a.try_recv(),
-            Ok(Outcome::Connected {
-                host_port: 0xc000_0001
-            })
-        );
+        assert_eq!(a.try_recv(), Ok(Outcome::Connected { host_port: 0xc000_0001 }));
         assert_eq!(b.try_recv(), Ok(Outcome::Refused));
     }
 

@@ -71,7 +71,11 @@ pub fn in_user_namespace() -> bool {
 /// A file's owner as the sandboxed agent sees it.
 pub fn seen_owner(md: &std::fs::Metadata) -> (u32, u32) {
     use std::os::unix::fs::MetadataExt;
-    if in_user_namespace() { (0, 0) } else { (md.uid(), md.gid()) }
+    if in_user_namespace() {
+        (0, 0)
+    } else {
+        (md.uid(), md.gid())
+    }
 }
 
 fn sandbox_cmd(dir: &TempDir, opts: &Opts, agent_args: &[&str]) -> Command {

@@ -109,14 +109,20 @@ fn boot(g: &Prepared, s: &Settings, mem: u32, execs: usize) -> Result<Boot, Stri
     let deadline = Instant::now() + s.timeout;
     // Probe only once /init runs: the vsock driver is up by then, and connection requests that
     // reach the backend before the guest driver exists can wedge vhost-device-vsock.
-    let init = vm.wait_for(MARKER, s.timeout).map_err(|e| format!("{}: /init not reached in {mem} MiB: {}", g.name, tail(&e, 15)))?;
+    let init = vm
+        .wait_for(MARKER, s.timeout)
+        .map_err(|e| format!("{}: /init not reached in {mem} MiB: {}", g.name, tail(&e, 15)))?;
     loop {
         if matches!(probe.exec(&t_true, None), Ok(out) if out.status.success()) {
             break;
         }
         if vm.has_exited() || Instant::now() > deadline {
-            return Err(format!("{}: agent not ready in {mem} MiB after {:?}; console tail:\n{}", g.name, vm.elapsed(),
-                               tail(&vm.console_text(), 15)));
+            return Err(format!(
+                "{}: agent not ready in {mem} MiB after {:?}; console tail:\n{}",
+                g.name,
+                vm.elapsed(),
+                tail(&vm.console_text(), 15)
+            ));
         }
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -128,7 +134,8 @@ fn boot(g: &Prepared, s: &Settings, mem: u32, execs: usize) -> Result<Boot, Stri
         for _ in 0..3 {
             match client.exec(&status, None) {
                 Ok(out) => {
-                    b.rss_kib = String::from_utf8_lossy(&out.stdout).lines()
+                    b.rss_kib = String::from_utf8_lossy(&out.stdout)
+                        .lines()
                         .find_map(|l| l.strip_prefix("VmRSS:").and_then(|v| v.split_whitespace().next()?.parse().ok()));
                     break;
                 }
@@ -147,11 +154,18 @@ fn boot(g: &Prepared, s: &Settings, mem: u32, execs: usize) -> Result<Boot, Stri
                 in_a_row = 0;
             }
             r => {
-                b.exec_errors.push(match r { Ok(out) => format!("/bin/true: {:?}", out.status), Err(e) => e.to_string() });
+                b.exec_errors.push(match r {
+                    Ok(out) => format!("/bin/true: {:?}", out.status),
+                    Err(e) => e.to_string(),
+                });
                 in_a_row += 1;
                 if in_a_row >= 10 || vm.has_exited() {
-                    return Err(format!("{}: execs keep failing ({}); console tail:\n{}", g.name,
-                                       b.exec_errors.last().unwrap(), tail(&vm.console_text(), 15)));
+                    return Err(format!(
+                        "{}: execs keep failing ({}); console tail:\n{}",
+                        g.name,
+                        b.exec_errors.last().unwrap(),
+                        tail(&vm.console_text(), 15)
+                    ));
                 }
             }
         }
@@ -189,7 +203,11 @@ fn min(v: &[f64]) -> f64 {
 }
 
 fn json_num(x: f64) -> String {
-    if x.is_finite() { format!("{x:.2}") } else { "null".into() }
+    if x.is_finite() {
+        format!("{x:.2}")
+    } else {
+        "null".into()
+    }
 }
 
 fn json_list(v: &[f64]) -> String {
@@ -197,8 +215,10 @@ fn json_list(v: &[f64]) -> String {
 }
 
 fn main() {
-    let (mut arch, mut busybox, mut runs, mut mem, mut execs) = (String::from("x86_64"), None::<PathBuf>, 5usize, 256u32, 200usize);
-    let (mut cmdline, mut timeout, mut min_mem, mut step, mut machine) = (String::from("quiet"), 120u64, false, 1u32, None);
+    let (mut arch, mut busybox, mut runs, mut mem, mut execs) =
+        (String::from("x86_64"), None::<PathBuf>, 5usize, 256u32, 200usize);
+    let (mut cmdline, mut timeout, mut min_mem, mut step, mut machine) =
+        (String::from("quiet"), 120u64, false, 1u32, None);
     let mut min_mem_boots = 3usize;
     let mut guests: Vec<(String, PathBuf, PathBuf, String)> = Vec::new();
     let mut args = std::env::args().skip(1);
@@ -219,16 +239,20 @@ fn main() {
             "--execs" => execs = val().parse().unwrap_or_else(|_| die("--execs takes a number")),
             "--cmdline" => cmdline = val(),
             "--timeout" => timeout = val().parse().unwrap_or_else(|_| die("--timeout takes seconds")),
-            "--machine" => machine = Some(match val().as_str() {
-                "microvm" => Machine::Microvm { acpi: true },
-                "microvm-noacpi" => Machine::Microvm { acpi: false },
-                "pc" => Machine::Pc,
-                "virt" => Machine::Virt,
-                m => die(&format!("unknown machine {m}")),
-            }),
+            "--machine" => {
+                machine = Some(match val().as_str() {
+                    "microvm" => Machine::Microvm { acpi: true },
+                    "microvm-noacpi" => Machine::Microvm { acpi: false },
+                    "pc" => Machine::Pc,
+                    "virt" => Machine::Virt,
+                    m => die(&format!("unknown machine {m}")),
+                })
+            }
             "--min-mem" => min_mem = true,
             "--min-mem-step" => step = val().parse().unwrap_or_else(|_| die("--min-mem-step takes MiB")),
-            "--min-mem-boots" => min_mem_boots = val().parse::<usize>().unwrap_or_else(|_| die("--min-mem-boots takes a number")).max(1),
+            "--min-mem-boots" => {
+                min_mem_boots = val().parse::<usize>().unwrap_or_else(|_| die("--min-mem-boots takes a number")).max(1)
+            }
             _ => die(&format!("unknown argument {a}")),
         }
     }
@@ -241,7 +265,8 @@ fn main() {
         die("give at least one --guest NAME=KERNEL,AGENT");
     }
     let s = Settings { machine: machine.unwrap_or(base.machine), cmdline, timeout: Duration::from_secs(timeout) };
-    let prepared: Vec<Prepared> = guests.iter()
+    let prepared: Vec<Prepared> = guests
+        .iter()
         .map(|(n, k, a, params)| {
             prepare(n, payloads_from_files(base, k, busybox, a), params).unwrap_or_else(|e| die(&format!("{n}: {e}")))
         })
@@ -250,10 +275,18 @@ fn main() {
     if min_mem {
         for g in &prepared {
             // A size passes only if every boot does (`all` stops at the first failure).
-            let ok = |m: u32| (1..=min_mem_boots).all(|i| match boot(g, &s, m, 0) {
-                Ok(_) => { eprintln!("{}: {m} MiB boots and answers (boot {i})", g.name); true }
-                Err(e) => { eprintln!("{}: {m} MiB fails (boot {i}): {}", g.name, e.lines().next().unwrap_or("")); false }
-            });
+            let ok = |m: u32| {
+                (1..=min_mem_boots).all(|i| match boot(g, &s, m, 0) {
+                    Ok(_) => {
+                        eprintln!("{}: {m} MiB boots and answers (boot {i})", g.name);
+                        true
+                    }
+                    Err(e) => {
+                        eprintln!("{}: {m} MiB fails (boot {i}): {}", g.name, e.lines().next().unwrap_or(""));
+                        false
+                    }
+                })
+            };
             let (mut lo, mut hi) = (8u32, 512u32); // lo fails (assumed), hi works (checked)
             if !ok(hi) {
                 println!("{{\"name\":{:?},\"arch\":{:?},\"min_mem_mib\":null}}", g.name, g.p.arch);
@@ -261,10 +294,19 @@ fn main() {
             }
             while hi - lo > step.max(1) {
                 let mid = (lo + hi) / 2;
-                if ok(mid) { hi = mid } else { lo = mid }
+                if ok(mid) {
+                    hi = mid
+                } else {
+                    lo = mid
+                }
             }
-            println!("{{\"name\":{:?},\"arch\":{:?},\"min_mem_mib\":{hi},\"step_mib\":{},\"boots\":{}}}",
-                g.name, g.p.arch, step.max(1), min_mem_boots);
+            println!(
+                "{{\"name\":{:?},\"arch\":{:?},\"min_mem_mib\":{hi},\"step_mib\":{},\"boots\":{}}}",
+                g.name,
+                g.p.arch,
+                step.max(1),
+                min_mem_boots
+            );
         }
         return;
     }
@@ -277,11 +319,20 @@ fn main() {
             let n = per_boot.min(execs.saturating_sub(r * per_boot));
             match boot(g, &s, mem, n) {
                 Ok(b) => {
-                    eprintln!("run {} {}: /init {:.0} ms, agent ready {:.0} ms, {} execs p50 {:.2} ms{}",
-                              r + 1, g.name, ms(b.init), ms(b.ready), b.execs.len(),
-                              median(&b.execs.iter().map(|d| ms(*d)).collect::<Vec<_>>()),
-                              if b.exec_errors.is_empty() { String::new() } else {
-                                  format!(", {} failed execs (first: {})", b.exec_errors.len(), b.exec_errors[0]) });
+                    eprintln!(
+                        "run {} {}: /init {:.0} ms, agent ready {:.0} ms, {} execs p50 {:.2} ms{}",
+                        r + 1,
+                        g.name,
+                        ms(b.init),
+                        ms(b.ready),
+                        b.execs.len(),
+                        median(&b.execs.iter().map(|d| ms(*d)).collect::<Vec<_>>()),
+                        if b.exec_errors.is_empty() {
+                            String::new()
+                        } else {
+                            format!(", {} failed execs (first: {})", b.exec_errors.len(), b.exec_errors[0])
+                        }
+                    );
                     results[i].push(b);
                 }
                 Err(e) => {

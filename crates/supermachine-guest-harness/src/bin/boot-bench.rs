@@ -12,7 +12,10 @@
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use supermachine_guest_harness::{cpio::Archive, qemu::{Machine, Vm, VmConfig}};
+use supermachine_guest_harness::{
+    cpio::Archive,
+    qemu::{Machine, Vm, VmConfig},
+};
 use supermachine_kernel as guest;
 
 const INIT: &str = "#!/bin/busybox sh\n/bin/busybox echo '@@ init reached'\n/bin/busybox poweroff -f\n";
@@ -26,12 +29,14 @@ fn main() {
         let mut val = || args.next().unwrap_or_else(|| die(&format!("{a} needs a value")));
         match a.as_str() {
             "--kernel" => kernels.push(val().into()),
-            "--machine" => machine = match val().as_str() {
-                "microvm" => Machine::Microvm { acpi: true },
-                "pc" => Machine::Pc,
-                "virt" => Machine::Virt,
-                m => die(&format!("unknown machine {m}")),
-            },
+            "--machine" => {
+                machine = match val().as_str() {
+                    "microvm" => Machine::Microvm { acpi: true },
+                    "pc" => Machine::Pc,
+                    "virt" => Machine::Virt,
+                    m => die(&format!("unknown machine {m}")),
+                }
+            }
             "--runs" => runs = val().parse().unwrap_or_else(|_| die("--runs takes a number")),
             "--mem" => mem = val().parse().unwrap_or_else(|_| die("--mem takes MiB")),
             "--min-mem" => min_mem = true,
@@ -63,7 +68,11 @@ fn main() {
             }
             while hi - lo > 1 {
                 let mid = (lo + hi) / 2;
-                if boot_once(machine, k, &initrd, mid).is_some() { hi = mid } else { lo = mid }
+                if boot_once(machine, k, &initrd, mid).is_some() {
+                    hi = mid
+                } else {
+                    lo = mid
+                }
             }
             println!("{{\"kernel\":{:?},\"min_mem_mib\":{hi}}}", k.display().to_string());
         }
@@ -81,8 +90,11 @@ fn main() {
     for (k, mut t) in kernels.iter().zip(times) {
         t.sort_by(|a, b| a.partial_cmp(b).unwrap());
         let (min, med) = if t.is_empty() { (f64::NAN, f64::NAN) } else { (t[0], t[t.len() / 2]) };
-        println!("{{\"kernel\":{:?},\"runs\":{},\"init_ms_min\":{min:.0},\"init_ms_median\":{med:.0}}}",
-                 k.display().to_string(), t.len());
+        println!(
+            "{{\"kernel\":{:?},\"runs\":{},\"init_ms_min\":{min:.0},\"init_ms_median\":{med:.0}}}",
+            k.display().to_string(),
+            t.len()
+        );
     }
 }
 

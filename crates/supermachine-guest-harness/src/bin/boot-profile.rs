@@ -94,10 +94,13 @@ fn boot(c: &Config, s: &Settings, dir: &Path) -> Result<serde_json::Value, Strin
     let vm = &launched.vm;
     let uds = launched.backend.uds_path().to_path_buf();
     let fail = |what: &str, vm: &Vm| format!("{}: {what}; console tail:\n{}", c.name, tail(&vm.console_text(), 20));
-    let init_start = vm.wait_for(&format!("{} init-start", profile::MARK), s.timeout).map_err(|e| format!("{}: {}", c.name, tail(&e, 20)))?;
+    let init_start = vm
+        .wait_for(&format!("{} init-start", profile::MARK), s.timeout)
+        .map_err(|e| format!("{}: {}", c.name, tail(&e, 20)))?;
     // Probe only once the launch script is about to exec the agent: every refused connection
     // costs the guest some work, and under -icount that work would depend on the host's timing.
-    vm.wait_for(&format!("{} agent-exec", profile::MARK), s.timeout).map_err(|e| format!("{}: {}", c.name, tail(&e, 20)))?;
+    vm.wait_for(&format!("{} agent-exec", profile::MARK), s.timeout)
+        .map_err(|e| format!("{}: {}", c.name, tail(&e, 20)))?;
     let probe_uds = uds.clone();
     let probe = Client::new(move || connect_hybrid_vsock_once(&probe_uds, AGENT_PORT, Duration::from_secs(5)));
     let first = ExecRequest::new(["/bin/sh", "-c", "echo '<3>smprof: first-exec' > /dev/kmsg"]);
@@ -138,13 +141,20 @@ fn boot(c: &Config, s: &Settings, dir: &Path) -> Result<serde_json::Value, Strin
         init_start_host_ms: Some(ms(init_start)),
         first_exec_host_ms: Some(ms(ready)),
     };
-    let t = profile::build(&recs, &host, s.icount.is_some()).map_err(|e| format!("{}: {e}; dmesg tail:\n{}", c.name, tail(&dmesg, 20)))?;
+    let t = profile::build(&recs, &host, s.icount.is_some())
+        .map_err(|e| format!("{}: {e}; dmesg tail:\n{}", c.name, tail(&dmesg, 20)))?;
     // Host arrival of a few console lines (wall clock, whatever the mode).
-    let marks: Vec<_> = ["Decompressing Linux", "Booting the kernel", "Linux version", "smprof: init-start", "smprof: switch-root",
-                         "smprof: agent-exec"]
-        .iter()
-        .filter_map(|m| console.iter().find(|(_, l)| l.contains(m)).map(|(t, _)| json!([m, r3(ms(*t))])))
-        .collect();
+    let marks: Vec<_> = [
+        "Decompressing Linux",
+        "Booting the kernel",
+        "Linux version",
+        "smprof: init-start",
+        "smprof: switch-root",
+        "smprof: agent-exec",
+    ]
+    .iter()
+    .filter_map(|m| console.iter().find(|(_, l)| l.contains(m)).map(|(t, _)| json!([m, r3(ms(*t))])))
+    .collect();
     let first_console = console.iter().find(|(_, l)| !l.starts_with("qemu: ")).map(|(t, _)| r3(ms(*t)));
     Ok(json!({
         "config": c.name,
@@ -165,7 +175,10 @@ fn boot(c: &Config, s: &Settings, dir: &Path) -> Result<serde_json::Value, Strin
 /// `/init` is the counter helper (its kmsg record reaches the console), timed to that line.
 fn floor(kernel: &Path, clk: &[u8], s: &Settings, dir: &Path) -> Result<serde_json::Value, String> {
     let mut a = supermachine_guest_harness::cpio::Archive::new();
-    a.dir("dev", 0o755).char_dev("dev/console", 0o600, 5, 1).char_dev("dev/kmsg", 0o644, 1, 11).file("init", 0o755, clk);
+    a.dir("dev", 0o755)
+        .char_dev("dev/console", 0o600, 5, 1)
+        .char_dev("dev/kmsg", 0o644, 1, 11)
+        .file("init", 0o755, clk);
     let initrd = dir.join("floor.cpio");
     std::fs::write(&initrd, a.finish()).map_err(|e| e.to_string())?;
     let launched = launch(s, kernel, &initrd, dir)?;
@@ -192,7 +205,8 @@ fn tail(s: &str, n: usize) -> String {
 }
 
 fn main() {
-    let (mut arch, mut image_bb, mut clk, mut runs) = (String::from("x86_64"), None::<PathBuf>, None::<PathBuf>, 1usize);
+    let (mut arch, mut image_bb, mut clk, mut runs) =
+        (String::from("x86_64"), None::<PathBuf>, None::<PathBuf>, 1usize);
     let (mut icount, mut tsc_khz, mut mem, mut timeout) = (None::<String>, None::<u32>, 256u32, 300u64);
     let mut extra = String::new();
     let mut keep_dmesg = false;
@@ -208,7 +222,8 @@ fn main() {
             "--clk" => clk = Some(val().into()),
             "--config" => {
                 let v = val();
-                let (name, files) = v.split_once('=').unwrap_or_else(|| die("--config takes NAME=KERNEL,AGENT,BUSYBOX"));
+                let (name, files) =
+                    v.split_once('=').unwrap_or_else(|| die("--config takes NAME=KERNEL,AGENT,BUSYBOX"));
                 let f: Vec<&str> = files.split(',').collect();
                 if f.len() != 3 {
                     die("--config takes NAME=KERNEL,AGENT,BUSYBOX");
@@ -242,21 +257,40 @@ fn main() {
         // -icount shift=0: the TCG TSC advances one tick per virtual ns.
         tsc_khz = Some(1_000_000);
     }
-    let image_bb = image_bb.unwrap_or_else(|| die("--image-busybox is needed (the same image for every configuration)"));
+    let image_bb =
+        image_bb.unwrap_or_else(|| die("--image-busybox is needed (the same image for every configuration)"));
     let clk_bytes = clk.as_deref().map(read);
     let dir = tempfile::Builder::new().prefix("boot-profile").tempdir().unwrap_or_else(|e| die(&e.to_string()));
     let tree = dir.path().join("rootfs");
     rootfs::busybox_tree(&tree, &read(&image_bb)).unwrap_or_else(|e| die(&e.to_string()));
     let image = dir.path().join("rootfs.squashfs");
     rootfs::squashfs(&tree, &image).unwrap_or_else(|e| die(&e.to_string()));
-    let prepared: Vec<Config> = configs.iter().map(|(name, k, a, b)| {
-        let initrd = dir.path().join(format!("{name}.cpio"));
-        let bytes = profile::traced_initramfs(&read(b), &read(a), &InitOptions::default(), clk_bytes.as_deref(), probe_step.as_deref());
-        std::fs::write(&initrd, bytes).unwrap_or_else(|e| die(&e.to_string()));
-        Config { name: name.clone(), kernel: k.clone(), initrd }
-    }).collect();
+    let prepared: Vec<Config> = configs
+        .iter()
+        .map(|(name, k, a, b)| {
+            let initrd = dir.path().join(format!("{name}.cpio"));
+            let bytes = profile::traced_initramfs(
+                &read(b),
+                &read(a),
+                &InitOptions::default(),
+                clk_bytes.as_deref(),
+                probe_step.as_deref(),
+            );
+            std::fs::write(&initrd, bytes).unwrap_or_else(|e| die(&e.to_string()));
+            Config { name: name.clone(), kernel: k.clone(), initrd }
+        })
+        .collect();
     let cmdline = format!("quiet initcall_debug printk.time=1 printk.devkmsg=on log_buf_len=1M {extra}");
-    let s = Settings { machine, cmdline: cmdline.trim().to_string(), icount, tsc_khz, mem, timeout: Duration::from_secs(timeout), image, keep_dmesg };
+    let s = Settings {
+        machine,
+        cmdline: cmdline.trim().to_string(),
+        icount,
+        tsc_khz,
+        mem,
+        timeout: Duration::from_secs(timeout),
+        image,
+        keep_dmesg,
+    };
     let mut failed = 0;
     if let Some(k) = &floor_kernel {
         let clk = clk_bytes.as_deref().unwrap_or_else(|| die("--floor-kernel needs --clk"));
@@ -267,7 +301,12 @@ fn main() {
                 Ok(mut v) => {
                     v["run"] = json!(r + 1);
                     v["arch"] = json!(arch);
-                    eprintln!("floor run {}: /init at {} ms host, {} ms virtual", r + 1, v["init_host_ms"], v["init_virtual_ms"]);
+                    eprintln!(
+                        "floor run {}: /init at {} ms host, {} ms virtual",
+                        r + 1,
+                        v["init_host_ms"],
+                        v["init_virtual_ms"]
+                    );
                     println!("{v}");
                 }
                 Err(e) => {
@@ -285,9 +324,15 @@ fn main() {
                     v["run"] = json!(r + 1);
                     v["arch"] = json!(arch);
                     v["cmdline"] = json!(s.cmdline);
-                    let end = v["events"].as_array().and_then(|e| e.last()).and_then(|e| e[1].as_f64()).unwrap_or(f64::NAN);
-                    eprintln!("run {} {} ({}): first exec answered at {:.1} ms", r + 1, c.name,
-                              v["mode"].as_str().unwrap_or(""), end);
+                    let end =
+                        v["events"].as_array().and_then(|e| e.last()).and_then(|e| e[1].as_f64()).unwrap_or(f64::NAN);
+                    eprintln!(
+                        "run {} {} ({}): first exec answered at {:.1} ms",
+                        r + 1,
+                        c.name,
+                        v["mode"].as_str().unwrap_or(""),
+                        end
+                    );
                     println!("{v}");
                 }
                 Err(e) => {

@@ -49,22 +49,13 @@ fn die(msg: &str) -> ! {
 }
 
 fn parse_args() -> Args {
-    let (mut arch, mut kernel, mut image, mut backend) =
-        (String::from("x86_64"), None::<PathBuf>, None, None);
-    let (mut host_ip, mut token, mut mismatch, mut label, mut json) = (
-        "10.200.0.1".to_string(),
-        None,
-        false,
-        String::from("ours"),
-        None,
-    );
+    let (mut arch, mut kernel, mut image, mut backend) = (String::from("x86_64"), None::<PathBuf>, None, None);
+    let (mut host_ip, mut token, mut mismatch, mut label, mut json) =
+        ("10.200.0.1".to_string(), None, false, String::from("ours"), None);
     let mut only = Vec::new();
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
-        let mut val = || {
-            it.next()
-                .unwrap_or_else(|| die(&format!("{a} needs a value")))
-        };
+        let mut val = || it.next().unwrap_or_else(|| die(&format!("{a} needs a value")));
         match a.as_str() {
             "--arch" => arch = val(),
             "--kernel" => kernel = Some(PathBuf::from(val())),
@@ -76,13 +67,10 @@ fn parse_args() -> Args {
             "--label" => label = val(),
             "--json" => json = Some(PathBuf::from(val())),
             "--only" => only = val().split(',').map(String::from).collect(),
-            _ => die(&format!(
-                "unknown argument {a} (see the header of src/bin/tsi-test.rs)"
-            )),
+            _ => die(&format!("unknown argument {a} (see the header of src/bin/tsi-test.rs)")),
         }
     }
-    let base = payloads::for_arch(&arch)
-        .unwrap_or_else(|| die(&format!("--arch {arch}: x86_64 or aarch64")));
+    let base = payloads::for_arch(&arch).unwrap_or_else(|| die(&format!("--arch {arch}: x86_64 or aarch64")));
     let kernel = kernel.unwrap_or_else(|| die("--kernel FILE is required"));
     if let Some(t) = &token {
         if t.len() != 64 || !t.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -93,14 +81,10 @@ fn parse_args() -> Args {
         die("--mismatch needs --token (the backend is armed with it, the guest gets another)");
     }
     Args {
-        payloads: base
-            .with_kernel_file(&kernel)
-            .unwrap_or_else(|e| die(&e.to_string())),
+        payloads: base.with_kernel_file(&kernel).unwrap_or_else(|e| die(&e.to_string())),
         image: image.unwrap_or_else(|| die("--image SQUASHFS (with python3) is required")),
         backend: backend.unwrap_or_else(|| die("--backend TSI_BACKEND is required")),
-        host_ip: host_ip
-            .parse()
-            .unwrap_or_else(|_| die("--host-ip takes an IP address")),
+        host_ip: host_ip.parse().unwrap_or_else(|_| die("--host-ip takes an IP address")),
         token,
         mismatch,
         label,
@@ -112,11 +96,7 @@ fn parse_args() -> Args {
 /// The token the guest's command line carries: the backend's, or (with --mismatch) another.
 fn guest_token(args: &Args) -> Option<String> {
     let t = args.token.as_ref()?;
-    Some(if args.mismatch {
-        t.chars().rev().collect()
-    } else {
-        t.clone()
-    })
+    Some(if args.mismatch { t.chars().rev().collect() } else { t.clone() })
 }
 
 fn boot(args: &Args) -> Guest {
@@ -124,20 +104,13 @@ fn boot(args: &Args) -> Guest {
     if let Some(t) = guest_token(args) {
         cmdline.push_str(&format!(" supermachine.tsi_token={t}"));
     }
-    let backend_args = args
-        .token
-        .iter()
-        .flat_map(|t| ["--tsi-token".to_string(), t.clone()])
-        .collect();
+    let backend_args = args.token.iter().flat_map(|t| ["--tsi-token".to_string(), t.clone()]).collect();
     let opts = GuestOptions {
         mem_mib: 1024,
         cpus: 1,
         extra_cmdline: cmdline,
         image: Some(args.image.clone()),
-        backend: BackendKind::Tsi {
-            program: args.backend.clone(),
-            args: backend_args,
-        },
+        backend: BackendKind::Tsi { program: args.backend.clone(), args: backend_args },
         ready_timeout: Duration::from_secs(180),
         ..GuestOptions::for_payloads(args.payloads)
     };
@@ -149,9 +122,7 @@ fn boot(args: &Args) -> Guest {
 }
 
 fn workspace_file(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .join(rel)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(rel)
 }
 
 struct Outcome {
@@ -165,10 +136,7 @@ struct Outcome {
 fn guest_run(guest: &Guest, argv: &[&str]) -> (bool, String) {
     let client = Client::new(guest.client.connector().with_read_timeout(CHECK_TIMEOUT));
     let mut req = ExecRequest::new(argv.iter().copied());
-    req.env.insert(
-        "PATH".into(),
-        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
-    );
+    req.env.insert("PATH".into(), "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
     match client.exec(&req, None) {
         Ok(o) => {
             let mut s = String::from_utf8_lossy(&o.stdout).into_owned();
@@ -185,12 +153,7 @@ fn py(guest: &Guest, args: &[&str]) -> (bool, String) {
     guest_run(guest, &argv)
 }
 
-fn check(
-    args: &Args,
-    results: &mut Vec<Outcome>,
-    name: &'static str,
-    f: impl FnOnce() -> (bool, String),
-) {
+fn check(args: &Args, results: &mut Vec<Outcome>, name: &'static str, f: impl FnOnce() -> (bool, String)) {
     if !args.only.is_empty() && !args.only.iter().any(|o| o == name) {
         return;
     }
@@ -202,12 +165,7 @@ fn check(
         if ok { "ok" } else { "FAIL" },
         detail.lines().last().unwrap_or("")
     );
-    results.push(Outcome {
-        name,
-        ok,
-        secs,
-        detail,
-    });
+    results.push(Outcome { name, ok, secs, detail });
 }
 
 /// A port on the host address that nothing listens on.
@@ -222,10 +180,7 @@ fn backend_log(guest: &Guest) -> String {
 
 fn ingress_check(mux: &Path, port: Option<u16>, want: &str) -> (bool, String) {
     match tsi::ingress_get(mux, port, "/") {
-        Ok(r) => (
-            r.contains("200 OK") && r.contains(want),
-            r.lines().last().unwrap_or("").to_string(),
-        ),
+        Ok(r) => (r.contains("200 OK") && r.contains(want), r.lines().last().unwrap_or("").to_string()),
         Err(e) => (false, format!("ingress through {}: {e}", mux.display())),
     }
 }
@@ -252,45 +207,23 @@ fn run_checks(args: &Args, guest: &Guest, results: &mut Vec<Outcome>) {
             sink.port(),
             udp.port()
         );
-        check(args, results, "shell", || {
-            guest_run(guest, &["/bin/sh", "-c", &format!("{env}{cmd}")])
-        });
+        check(args, results, "shell", || guest_run(guest, &["/bin/sh", "-c", &format!("{env}{cmd}")]));
     }
     check(args, results, "agent_output_4mib", || {
         // Guest -> host on the agent's own (native vsock) stream, through the runtime's muxer.
         let client = Client::new(guest.client.connector().with_read_timeout(CHECK_TIMEOUT));
-        match client.exec(
-            &ExecRequest::new(["/bin/sh", "-c", "head -c 4194304 /dev/zero"]),
-            None,
-        ) {
-            Ok(o) => (
-                o.status.success() && o.stdout.len() == 4 << 20,
-                format!("{} bytes of exec output", o.stdout.len()),
-            ),
+        match client.exec(&ExecRequest::new(["/bin/sh", "-c", "head -c 4194304 /dev/zero"]), None) {
+            Ok(o) => {
+                (o.status.success() && o.stdout.len() == 4 << 20, format!("{} bytes of exec output", o.stdout.len()))
+            }
             Err(e) => (false, format!("exec: {e}")),
         }
     });
-    check(args, results, "tcp_egress", || {
-        py(guest, &["http", &url, want])
-    });
-    check(args, results, "nonblocking_connect", || {
-        py(
-            guest,
-            &["nonblocking", &ips, &http.port().to_string(), want],
-        )
-    });
-    check(args, results, "refused", || {
-        py(guest, &["refused", &ips, &closed.to_string()])
-    });
-    check(args, results, "peer_names", || {
-        py(guest, &["names", &ips, &http.port().to_string()])
-    });
-    check(args, results, "bulk_host_to_guest", || {
-        py(
-            guest,
-            &["source", &ips, &source.port().to_string(), "8388608"],
-        )
-    });
+    check(args, results, "tcp_egress", || py(guest, &["http", &url, want]));
+    check(args, results, "nonblocking_connect", || py(guest, &["nonblocking", &ips, &http.port().to_string(), want]));
+    check(args, results, "refused", || py(guest, &["refused", &ips, &closed.to_string()]));
+    check(args, results, "peer_names", || py(guest, &["names", &ips, &http.port().to_string()]));
+    check(args, results, "bulk_host_to_guest", || py(guest, &["source", &ips, &source.port().to_string(), "8388608"]));
     check(args, results, "bulk_guest_to_host", || {
         // Below, at and past the host's 8 MiB window (its credit updates come every 4 MiB).
         for n in ["1048576", "8388608", "12582912"] {
@@ -299,38 +232,16 @@ fn run_checks(args: &Args, guest: &Guest, results: &mut Vec<Outcome>) {
                 return (false, format!("{n} bytes: {out}"));
             }
         }
-        (
-            true,
-            "1, 8 and 12 MiB guest -> host, host checksums match".into(),
-        )
+        (true, "1, 8 and 12 MiB guest -> host, host checksums match".into())
     });
-    check(args, results, "udp_echo", || {
-        py(guest, &["udp", &ips, &udp.port().to_string()])
-    });
+    check(args, results, "udp_echo", || py(guest, &["udp", &ips, &udp.port().to_string()]));
     check(args, results, "udp_two_destinations", || {
-        py(
-            guest,
-            &[
-                "udp2",
-                &ips,
-                &udp.port().to_string(),
-                &udp2.port().to_string(),
-            ],
-        )
+        py(guest, &["udp2", &ips, &udp.port().to_string(), &udp2.port().to_string()])
     });
     check(args, results, "loopback_refused", || {
         let (ok, out) = py(guest, &["refused", "127.0.0.1", "9199"]);
-        let leaked = backend_log(guest)
-            .lines()
-            .any(|l| l.contains("CONNECT") && l.contains(":9199"));
-        (
-            ok && !leaked,
-            if leaked {
-                format!("{out}; but the host saw a CONNECT to port 9199")
-            } else {
-                out
-            },
-        )
+        let leaked = backend_log(guest).lines().any(|l| l.contains("CONNECT") && l.contains(":9199"));
+        (ok && !leaked, if leaked { format!("{out}; but the host saw a CONNECT to port 9199") } else { out })
     });
     check(args, results, "dns", || {
         let (ok, out) = guest_run(
@@ -338,47 +249,23 @@ fn run_checks(args: &Args, guest: &Guest, results: &mut Vec<Outcome>) {
             &[
                 "/bin/sh",
                 "-c",
-                &format!(
-                    "printf 'nameserver {}\\noptions timeout:2 attempts:2\\n' > /etc/resolv.conf",
-                    dns.ip()
-                ),
+                &format!("printf 'nameserver {}\\noptions timeout:2 attempts:2\\n' > /etc/resolv.conf", dns.ip()),
             ],
         );
         if !ok {
             return (false, out);
         }
-        py(
-            guest,
-            &[
-                "dns",
-                "anything.tsi.test",
-                &IpAddr::from(tsi::DNS_ANSWER).to_string(),
-            ],
-        )
+        py(guest, &["dns", "anything.tsi.test", &IpAddr::from(tsi::DNS_ANSWER).to_string()])
     });
-    check(args, results, "parallel_connections", || {
-        py(guest, &["many", &ips, &http.port().to_string(), "40", want])
-    });
+    check(args, results, "parallel_connections", || py(guest, &["many", &ips, &http.port().to_string(), "40", want]));
     check(args, results, "loopback_stays_local", || {
         let (ok, out) = py(guest, &["serve", "9100", "127.0.0.1"]);
         if !ok {
             return (false, out);
         }
-        let (ok, out) = py(
-            guest,
-            &["http", "http://127.0.0.1:9100/", "guest server 9100"],
-        );
-        let leaked = backend_log(guest)
-            .lines()
-            .any(|l| l.contains("CONNECT") && l.contains(":9100"));
-        (
-            ok && !leaked,
-            if leaked {
-                format!("{out}; but the host saw a CONNECT to port 9100")
-            } else {
-                out
-            },
-        )
+        let (ok, out) = py(guest, &["http", "http://127.0.0.1:9100/", "guest server 9100"]);
+        let leaked = backend_log(guest).lines().any(|l| l.contains("CONNECT") && l.contains(":9100"));
+        (ok && !leaked, if leaked { format!("{out}; but the host saw a CONNECT to port 9100") } else { out })
     });
     check(args, results, "ingress_ipv4_listener", || {
         let (ok, out) = py(guest, &["serve", "8080", "0.0.0.0"]);
@@ -394,18 +281,9 @@ fn run_checks(args: &Args, guest: &Guest, results: &mut Vec<Outcome>) {
         }
         ingress_check(&mux, Some(8081), "guest server 8081 peer ::ffff:127.0.0.1")
     });
-    check(args, results, "ingress_no_header", || {
-        ingress_check(&mux, None, "guest server 8080")
-    });
+    check(args, results, "ingress_no_header", || ingress_check(&mux, None, "guest server 8080"));
     check(args, results, "listener_restart", || {
-        let (ok, out) = guest_run(
-            guest,
-            &[
-                "/bin/sh",
-                "-c",
-                "kill $(cat /run/sm-tsi-8080.pid) && sleep 0.5",
-            ],
-        );
+        let (ok, out) = guest_run(guest, &["/bin/sh", "-c", "kill $(cat /run/sm-tsi-8080.pid) && sleep 0.5"]);
         if !ok {
             return (false, format!("stopping the server: {out}"));
         }
@@ -426,10 +304,7 @@ fn run_checks(args: &Args, guest: &Guest, results: &mut Vec<Outcome>) {
             return (false, format!("after `{reply}`: ingress: {out}"));
         }
         let (ok, out) = py(guest, &["http", &url, want]);
-        (
-            ok,
-            format!("{reply}; ingress and a new connection work: {out}"),
-        )
+        (ok, format!("{reply}; ingress and a new connection work: {out}"))
     });
     if let Some(t) = &args.token {
         check(args, results, "token_hidden", || {
@@ -438,9 +313,7 @@ fn run_checks(args: &Args, guest: &Guest, results: &mut Vec<Outcome>) {
             let masked = out.contains(&format!("supermachine.tsi_token={}", "*".repeat(64)));
             (
                 ok && !leaked && masked,
-                format!(
-                    "token in /proc/cmdline or dmesg: {leaked}; masked in /proc/cmdline: {masked}"
-                ),
+                format!("token in /proc/cmdline or dmesg: {leaked}; masked in /proc/cmdline: {masked}"),
             )
         });
     }
@@ -454,23 +327,15 @@ fn run_mismatch(args: &Args, guest: &Guest, results: &mut Vec<Outcome>) {
         let (ok, out) = py(guest, &["http", &url, "hello"]);
         let secs = start.elapsed().as_secs_f64();
         let timed_out = !ok && (out.contains("timed out") || out.contains("Errno 110"));
-        (
-            timed_out && secs < 30.0,
-            format!("{:.1} s: {}", secs, out.lines().last().unwrap_or("")),
-        )
+        (timed_out && secs < 30.0, format!("{:.1} s: {}", secs, out.lines().last().unwrap_or("")))
     });
     check(args, results, "mismatch_fails_fast_after", || {
         let start = Instant::now();
         let (ok, out) = py(guest, &["http", &url, "hello"]);
         let secs = start.elapsed().as_secs_f64();
-        (
-            !ok && secs < 5.0,
-            format!("{:.1} s: {}", secs, out.lines().last().unwrap_or("")),
-        )
+        (!ok && secs < 5.0, format!("{:.1} s: {}", secs, out.lines().last().unwrap_or("")))
     });
-    check(args, results, "guest_responsive", || {
-        guest_run(guest, &["/bin/true"])
-    });
+    check(args, results, "guest_responsive", || guest_run(guest, &["/bin/true"]));
 }
 
 fn json_str(s: &str) -> String {
@@ -481,17 +346,12 @@ fn main() {
     let args = parse_args();
     for tool in [args.payloads.qemu] {
         if supermachine_guest_harness::require_tool(tool).is_none() {
-            die(&format!(
-                "{tool} is needed (scripts/install-prereqs.sh installs it)"
-            ));
+            die(&format!("{tool} is needed (scripts/install-prereqs.sh installs it)"));
         }
     }
     let guest = boot(&args);
     let release = guest_run(&guest, &["uname", "-r"]).1;
-    eprintln!(
-        "tsi-test[{}]: {} ready in {:?}",
-        args.label, release, guest.timings.kernel_to_agent_ready
-    );
+    eprintln!("tsi-test[{}]: {} ready in {:?}", args.label, release, guest.timings.kernel_to_agent_ready);
     let mut results = Vec::new();
     if args.mismatch {
         run_mismatch(&args, &guest, &mut results);

@@ -81,14 +81,25 @@ fn parse_args() -> Args {
     if checks.is_empty() {
         die("--checks NAME[,NAME…] is required");
     }
-    Args { payloads, image, script, checks, label, mem_mib, cpus, cmdline, check_timeout: Duration::from_secs(check_timeout), json,
-           stage }
+    Args {
+        payloads,
+        image,
+        script,
+        checks,
+        label,
+        mem_mib,
+        cpus,
+        cmdline,
+        check_timeout: Duration::from_secs(check_timeout),
+        json,
+        stage,
+    }
 }
 
 /// `HOST_FILE=GUEST_PATH`: the host file is read now, so a missing one is an error before boot.
 fn parse_stage(spec: &str) -> (String, Vec<u8>) {
-    let (host, guest) = spec.split_once('=')
-        .unwrap_or_else(|| die(&format!("--stage {spec}: expected HOST_FILE=GUEST_PATH")));
+    let (host, guest) =
+        spec.split_once('=').unwrap_or_else(|| die(&format!("--stage {spec}: expected HOST_FILE=GUEST_PATH")));
     if !guest.starts_with('/') {
         die(&format!("--stage {spec}: the guest path must be absolute"));
     }
@@ -137,12 +148,19 @@ fn run_check(guest: &Guest, name: &str, timeout: Duration) -> Result<CheckResult
         Ok(out) => {
             let mut all = out.stdout.clone();
             all.extend_from_slice(&out.stderr);
-            Ok(CheckResult { name: name.into(), ok: out.status.success(), secs: start.elapsed().as_secs_f64(),
-                             detail: tail(&all) })
+            Ok(CheckResult {
+                name: name.into(),
+                ok: out.status.success(),
+                secs: start.elapsed().as_secs_f64(),
+                detail: tail(&all),
+            })
         }
-        Err(e) => Err(CheckResult { name: name.into(), ok: false, secs: start.elapsed().as_secs_f64(),
-                                    detail: format!("guest stopped answering: {e}\nconsole:\n{}",
-                                                    tail(guest.vm.console_text().as_bytes())) }),
+        Err(e) => Err(CheckResult {
+            name: name.into(),
+            ok: false,
+            secs: start.elapsed().as_secs_f64(),
+            detail: format!("guest stopped answering: {e}\nconsole:\n{}", tail(guest.vm.console_text().as_bytes())),
+        }),
     }
 }
 
@@ -164,16 +182,32 @@ fn json_str(s: &str) -> String {
 }
 
 fn report(args: &Args, ready: Option<Duration>, results: &[CheckResult], kernel_release: &str) -> String {
-    let checks: Vec<String> = results.iter().map(|r| format!(
-        "{{\"name\":{},\"ok\":{},\"secs\":{:.1},\"detail\":{}}}",
-        json_str(&r.name), r.ok, r.secs, json_str(&r.detail))).collect();
-    format!("{{\"label\":{},\"arch\":{},\"kernel_release\":{},\"ready_ms\":{},\"checks\":[{}]}}",
-            json_str(&args.label), json_str(args.payloads.arch), json_str(kernel_release),
-            ready.map(|d| d.as_millis().to_string()).unwrap_or_else(|| "null".into()), checks.join(","))
+    let checks: Vec<String> = results
+        .iter()
+        .map(|r| {
+            format!(
+                "{{\"name\":{},\"ok\":{},\"secs\":{:.1},\"detail\":{}}}",
+                json_str(&r.name),
+                r.ok,
+                r.secs,
+                json_str(&r.detail)
+            )
+        })
+        .collect();
+    format!(
+        "{{\"label\":{},\"arch\":{},\"kernel_release\":{},\"ready_ms\":{},\"checks\":[{}]}}",
+        json_str(&args.label),
+        json_str(args.payloads.arch),
+        json_str(kernel_release),
+        ready.map(|d| d.as_millis().to_string()).unwrap_or_else(|| "null".into()),
+        checks.join(",")
+    )
 }
 
 fn uname_r(guest: &Guest) -> String {
-    guest.client.exec(&ExecRequest::new(["/bin/uname", "-r"]), None)
+    guest
+        .client
+        .exec(&ExecRequest::new(["/bin/uname", "-r"]), None)
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default()
 }

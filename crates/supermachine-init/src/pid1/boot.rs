@@ -1,7 +1,9 @@
 //! Everything from the kernel's hand-over to the supervisor, in order.
 
 use super::layers::{find_layers, mount_rootfs};
-use super::mounts::{early_mounts, mount_delta_binds, mount_delta_volumes, mount_scratch_dirs, mount_volumes, switch_root};
+use super::mounts::{
+    early_mounts, mount_delta_binds, mount_delta_volumes, mount_scratch_dirs, mount_volumes, switch_root,
+};
 use super::runtime_io::{fetch_served_env, network, pause_point, set_clock};
 use super::spawn::{is_exec, place_agent, spawn, Spawn};
 use super::supervise::Supervisor;
@@ -35,8 +37,8 @@ pub fn boot() -> Result<Supervisor, Fatal> {
     log!("image rootfs: {} (overlay on tmpfs)", layers.join(" + "));
 
     // The supermachine runtime's delta-layer files (docs/INIT-OCI.md).
-    let delta = DeltaFiles::load(|p| std::fs::read_to_string(in_root(p)).ok())
-        .map_err(|e| Fatal::new(Status::BadConfig, e))?;
+    let delta =
+        DeltaFiles::load(|p| std::fs::read_to_string(in_root(p)).ok()).map_err(|e| Fatal::new(Status::BadConfig, e))?;
     let runtime_mode = delta.runtime_mode();
     let served_env = if runtime_mode { fetch_served_env() } else { Vec::new() };
     if c.hostname.is_none() {
@@ -46,8 +48,9 @@ pub fn boot() -> Result<Supervisor, Fatal> {
     // The process config, checked before anything starts.
     let cfg_file = in_root(&c.config_path);
     let file = match std::fs::read(&cfg_file) {
-        Ok(bytes) => Some(ImageConfig::parse(&bytes)
-            .map_err(|e| Fatal::new(Status::BadConfig, format!("{}: {e}", c.config_path)))?),
+        Ok(bytes) => Some(
+            ImageConfig::parse(&bytes).map_err(|e| Fatal::new(Status::BadConfig, format!("{}: {e}", c.config_path)))?,
+        ),
         Err(e) if e.kind() == io::ErrorKind::NotFound => None,
         Err(e) => return Err(Fatal::new(Status::BadConfig, format!("cannot read {}: {e}", c.config_path))),
     };
@@ -122,8 +125,12 @@ pub fn boot() -> Result<Supervisor, Fatal> {
     });
     let mut sup = Supervisor::new(agent, c, runtime_mode);
     if let Some(spec) = &sup.agent_spec {
-        let pid = spawn(spec).map_err(|e| Fatal::new(Status::Agent,
-            format!("cannot start the agent {}: {}: {}", spec.path.to_string_lossy(), e.step, e.err)))?;
+        let pid = spawn(spec).map_err(|e| {
+            Fatal::new(
+                Status::Agent,
+                format!("cannot start the agent {}: {}: {}", spec.path.to_string_lossy(), e.step, e.err),
+            )
+        })?;
         sup.agent = Some(pid);
         let t = Instant::now();
         while t.elapsed() < Duration::from_secs(1) && !Path::new("/run/supermachine-agent-ready").exists() {
@@ -203,8 +210,12 @@ pub fn boot() -> Result<Supervisor, Fatal> {
         log!("warning: cannot write {WORKLOAD_PID_FILE}: {e}");
     }
     let (uid, gid) = ids.as_ref().map_or((0, 0), |i| (i.uid, i.gid));
-    log!("entrypoint started: pid {pid}, uid {uid} gid {gid}, cwd {}{}: {:?}", process.cwd,
-                 if quiet { ", stdout/stderr /dev/null (SUPERMACHINE_GUEST_STDIO unset)" } else { "" }, process.args);
+    log!(
+        "entrypoint started: pid {pid}, uid {uid} gid {gid}, cwd {}{}: {:?}",
+        process.cwd,
+        if quiet { ", stdout/stderr /dev/null (SUPERMACHINE_GUEST_STDIO unset)" } else { "" },
+        process.args
+    );
     Ok(sup)
 }
 

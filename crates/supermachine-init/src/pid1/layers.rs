@@ -21,13 +21,19 @@ pub fn find_layers(c: &Cmdline) -> Result<Vec<String>, Fatal> {
     if !c.rootfs.is_empty() {
         for d in &c.rootfs {
             if !wait_for(|| is_block(d)) {
-                return Err(Fatal::new(Status::NoRootfs, format!("no image rootfs: {d} (from sm.rootfs=) is not a block device")));
+                return Err(Fatal::new(
+                    Status::NoRootfs,
+                    format!("no image rootfs: {d} (from sm.rootfs=) is not a block device"),
+                ));
             }
         }
         return Ok(c.rootfs.clone());
     }
     let scan = || -> Vec<String> {
-        let mut devs: Vec<String> = std::fs::read_dir("/dev").into_iter().flatten().flatten()
+        let mut devs: Vec<String> = std::fs::read_dir("/dev")
+            .into_iter()
+            .flatten()
+            .flatten()
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .filter(|n| n.len() == 3 && n.starts_with("vd") && n.as_bytes()[2].is_ascii_lowercase())
             .map(|n| format!("/dev/{n}"))
@@ -42,7 +48,10 @@ pub fn find_layers(c: &Cmdline) -> Result<Vec<String>, Fatal> {
         !layers.is_empty()
     });
     if layers.is_empty() {
-        return Err(Fatal::new(Status::NoRootfs, "no image rootfs: no /dev/vd? device holds a squashfs (name the layers with sm.rootfs=)"));
+        return Err(Fatal::new(
+            Status::NoRootfs,
+            "no image rootfs: no /dev/vd? device holds a squashfs (name the layers with sm.rootfs=)",
+        ));
     }
     Ok(layers)
 }
@@ -57,14 +66,16 @@ pub fn mount_rootfs(layers: &[String]) -> Result<(), Fatal> {
         if has_squashfs_magic(dev) {
             mount_or(Status::RootfsMount, dev, &dir, "squashfs", ro, "")?;
         } else if mount_or(Status::RootfsMount, dev, &dir, "ext4", ro, "").is_err() {
-            mount_or(Status::RootfsMount, dev, &dir, "erofs", ro, "")
-                .map_err(|_| Fatal::new(Status::RootfsMount, format!("cannot mount {dev}: not a squashfs, ext4 or erofs image")))?;
+            mount_or(Status::RootfsMount, dev, &dir, "erofs", ro, "").map_err(|_| {
+                Fatal::new(Status::RootfsMount, format!("cannot mount {dev}: not a squashfs, ext4 or erofs image"))
+            })?;
         }
         dirs.push(dir);
     }
     mount_or(Status::RootfsMount, "sm-rw", RW, "tmpfs", 0, "mode=0755")?;
     for d in ["upper", "work"] {
-        std::fs::create_dir_all(format!("{RW}/{d}")).map_err(|e| Fatal::new(Status::RootfsMount, format!("{RW}/{d}: {e}")))?;
+        std::fs::create_dir_all(format!("{RW}/{d}"))
+            .map_err(|e| Fatal::new(Status::RootfsMount, format!("{RW}/{d}: {e}")))?;
     }
     dirs.reverse(); // overlay wants the top layer first
     let opts = format!("lowerdir={},upperdir={RW}/upper,workdir={RW}/work", dirs.join(":"));

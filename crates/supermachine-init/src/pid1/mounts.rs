@@ -14,12 +14,23 @@ use supermachine_init::{Fatal, Status};
 
 /// Creates `target` and mounts on it; failure is `status`. For the early mounts, EBUSY (already
 /// mounted by the kernel or a previous stage) is fine.
-pub fn mount_or(status: Status, src: &str, target: &str, fstype: &str, flags: libc::c_ulong, data: &str) -> Result<(), Fatal> {
-    std::fs::create_dir_all(target).map_err(|e| Fatal::new(status, format!("cannot create mount point {target}: {e}")))?;
+pub fn mount_or(
+    status: Status,
+    src: &str,
+    target: &str,
+    fstype: &str,
+    flags: libc::c_ulong,
+    data: &str,
+) -> Result<(), Fatal> {
+    std::fs::create_dir_all(target)
+        .map_err(|e| Fatal::new(status, format!("cannot create mount point {target}: {e}")))?;
     match mount(src, target, fstype, flags, data) {
         Ok(()) => Ok(()),
         Err(e) if e.raw_os_error() == Some(libc::EBUSY) && status == Status::EarlyMount => Ok(()),
-        Err(e) => Err(Fatal::new(status, format!("cannot mount {} {src} on {target}: {e}", if fstype.is_empty() { "(move)" } else { fstype }))),
+        Err(e) => Err(Fatal::new(
+            status,
+            format!("cannot mount {} {src} on {target}: {e}", if fstype.is_empty() { "(move)" } else { fstype }),
+        )),
     }
 }
 
@@ -75,7 +86,10 @@ pub fn is_block(path: &str) -> bool {
 pub fn mount_volumes(c: &Cmdline) -> Result<(), Fatal> {
     for v in &c.volumes {
         if !wait_for(|| is_block(&v.device)) {
-            return Err(Fatal::new(Status::VolumeMount, format!("volume {} (sm.volume=) is not a block device", v.device)));
+            return Err(Fatal::new(
+                Status::VolumeMount,
+                format!("volume {} (sm.volume=) is not a block device", v.device),
+            ));
         }
         let flags = if v.read_only { libc::MS_RDONLY } else { 0 };
         mount_or(Status::VolumeMount, &v.device, &in_root(&v.target), "ext4", flags, "")?;
@@ -85,8 +99,9 @@ pub fn mount_volumes(c: &Cmdline) -> Result<(), Fatal> {
         let target = in_root(&v.target);
         std::fs::create_dir_all(&target).map_err(|e| Fatal::new(Status::VolumeMount, format!("{target}: {e}")))?;
         if mount(&v.tag, &target, "virtiofs", flags, "dax").is_err() {
-            mount(&v.tag, &target, "virtiofs", flags, "").map_err(|e| Fatal::new(Status::VolumeMount,
-                format!("cannot mount virtiofs tag {} on {}: {e}", v.tag, v.target)))?;
+            mount(&v.tag, &target, "virtiofs", flags, "").map_err(|e| {
+                Fatal::new(Status::VolumeMount, format!("cannot mount virtiofs tag {} on {}: {e}", v.tag, v.target))
+            })?;
         }
     }
     Ok(())

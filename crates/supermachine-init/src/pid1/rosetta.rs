@@ -2,8 +2,8 @@
 //! shared the Rosetta directory, i.e. `/run/rosetta/rosetta` exists): binfmt_misc registration,
 //! `rosettad`, one warm-up run. Every step logs and the boot goes on if it fails, as there.
 
-use super::spawn::{spawn, Spawn};
 use super::cstr;
+use super::spawn::{spawn, Spawn};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};

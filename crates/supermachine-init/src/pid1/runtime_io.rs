@@ -72,7 +72,8 @@ fn connect_host(port: u32) -> io::Result<std::fs::File> {
 /// service). 1 s to connect, 2 s to read; any failure is a warning and gives no variables.
 pub fn fetch_served_env() -> Vec<String> {
     let fetch = || -> Result<Vec<u8>, String> {
-        let mut stream = connect_host(runtime::ENV_PORT).map_err(|e| format!("connect to host port {}: {e}", runtime::ENV_PORT))?;
+        let mut stream =
+            connect_host(runtime::ENV_PORT).map_err(|e| format!("connect to host port {}: {e}", runtime::ENV_PORT))?;
         let mut out = Vec::new();
         let mut buf = [0u8; 4096];
         // Until EOF, a read error or timeout, or more than 1 MiB.

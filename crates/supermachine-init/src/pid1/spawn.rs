@@ -73,9 +73,13 @@ pub fn place_agent(agent: &str) -> Result<String, Fatal> {
                 std::fs::copy(src, &target)?;
                 std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755))
             };
-            return copy().map(|()| agent.to_string())
+            return copy()
+                .map(|()| agent.to_string())
                 .map_err(|e| Fatal::new(Status::Agent, format!("cannot copy the agent {src} to {agent}: {e}")));
         }
     }
-    Err(Fatal::new(Status::Agent, format!("agent {agent} not found in the image or the initramfs (sm.agent=none runs without one)")))
+    Err(Fatal::new(
+        Status::Agent,
+        format!("agent {agent} not found in the image or the initramfs (sm.agent=none runs without one)"),
+    ))
 }

@@ -3,8 +3,8 @@
 //! where they are only forwarded, as its init does) or when the workload ends with
 //! `sm.on_exit=poweroff`.
 
-use super::spawn::{spawn, Spawn};
 use super::shutdown;
+use super::spawn::{spawn, Spawn};
 use std::time::{Duration, Instant};
 use supermachine_init::cmdline::{Cmdline, OnExit};
 use supermachine_init::{Status, WORKLOAD_PID_FILE};
@@ -14,9 +14,27 @@ use supermachine_init::{Status, WORKLOAD_PID_FILE};
 /// TRAP, BUS, FPE, SEGV: blocked, a fault of PID 1's own would kill it) and SIGPIPE (PID 1's own
 /// writes to a closed vsock would queue one for the workload; Rust ignores it in PID 1).
 const FORWARDED: [libc::c_int; 22] = [
-    libc::SIGHUP, libc::SIGINT, libc::SIGQUIT, libc::SIGABRT, libc::SIGUSR1, libc::SIGUSR2, libc::SIGALRM,
-    libc::SIGTERM, libc::SIGSTKFLT, libc::SIGCONT, libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU, libc::SIGURG,
-    libc::SIGXCPU, libc::SIGXFSZ, libc::SIGVTALRM, libc::SIGPROF, libc::SIGWINCH, libc::SIGIO, libc::SIGPWR,
+    libc::SIGHUP,
+    libc::SIGINT,
+    libc::SIGQUIT,
+    libc::SIGABRT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGALRM,
+    libc::SIGTERM,
+    libc::SIGSTKFLT,
+    libc::SIGCONT,
+    libc::SIGTSTP,
+    libc::SIGTTIN,
+    libc::SIGTTOU,
+    libc::SIGURG,
+    libc::SIGXCPU,
+    libc::SIGXFSZ,
+    libc::SIGVTALRM,
+    libc::SIGPROF,
+    libc::SIGWINCH,
+    libc::SIGIO,
+    libc::SIGPWR,
     libc::SIGSYS,
 ];
 
@@ -83,8 +101,16 @@ fn kill(pid: libc::pid_t, sig: libc::c_int) {
 impl Supervisor {
     /// A supervisor with no children yet.
     pub fn new(agent_spec: Option<Spawn>, cmdline: Cmdline, runtime_mode: bool) -> Supervisor {
-        Supervisor { workload: None, agent: None, agent_spec, agent_restarts: 0, agent_restart_at: None, stop_deadline: None,
-                     cmdline, runtime_mode }
+        Supervisor {
+            workload: None,
+            agent: None,
+            agent_spec,
+            agent_restarts: 0,
+            agent_restart_at: None,
+            stop_deadline: None,
+            cmdline,
+            runtime_mode,
+        }
     }
 
     pub fn run(mut self) -> ! {
@@ -106,7 +132,10 @@ impl Supervisor {
             if let Some(deadline) = self.stop_deadline {
                 if self.workload.is_none() || Instant::now() >= deadline {
                     if let Some(pid) = self.workload {
-                        log!("entrypoint pid {pid} still running after {} s; killing it", self.cmdline.stop_timeout_secs);
+                        log!(
+                            "entrypoint pid {pid} still running after {} s; killing it",
+                            self.cmdline.stop_timeout_secs
+                        );
                     }
                     log!("powering off");
                     shutdown(Status::Ok);
@@ -158,7 +187,8 @@ impl Supervisor {
                 self.workload = None;
                 let _ = std::fs::remove_file(WORKLOAD_PID_FILE);
                 log!("entrypoint pid {pid} {}", describe(status));
-                let code = if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { 128 + libc::WTERMSIG(status) };
+                let code =
+                    if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { 128 + libc::WTERMSIG(status) };
                 self.workload_ended(code);
             } else if Some(pid) == self.agent {
                 self.agent = None;

@@ -40,9 +40,15 @@ pub fn cargo(cwd: &Path) -> Command {
     cmd.current_dir(cwd);
     for (k, _) in std::env::vars_os() {
         let k = k.to_string_lossy();
-        if k.starts_with("SUPERMACHINE_") || k == "CARGO_TARGET_DIR" || k == "CARGO_BUILD_TARGET_DIR"
-            || k == "CARGO_BUILD_TARGET" || k.starts_with("CARGO_PKG_") || k == "CARGO_MANIFEST_DIR"
-            || k == "CARGO_MANIFEST_PATH" || k == "CARGO_PRIMARY_PACKAGE" || k == "CARGO_CRATE_NAME"
+        if k.starts_with("SUPERMACHINE_")
+            || k == "CARGO_TARGET_DIR"
+            || k == "CARGO_BUILD_TARGET_DIR"
+            || k == "CARGO_BUILD_TARGET"
+            || k.starts_with("CARGO_PKG_")
+            || k == "CARGO_MANIFEST_DIR"
+            || k == "CARGO_MANIFEST_PATH"
+            || k == "CARGO_PRIMARY_PACKAGE"
+            || k == "CARGO_CRATE_NAME"
         {
             cmd.env_remove(k.as_ref());
         }
