@@ -2,7 +2,7 @@
 # Installs what the tests and the demo need, saying what it installs. Idempotent.
 #   QEMU (x86_64 and aarch64 system emulators), squashfs-tools (image layers),
 #   vhost-device-vsock 0.3.0 (virtio-vsock backend for QEMU without /dev/vhost-vsock),
-#   gcc and libc6-dev (a static guest test program).
+#   gcc and libc6-dev (a static guest test program), shellcheck (scripts/lint.sh).
 set -euo pipefail
 need_apt=()
 command -v qemu-system-x86_64 >/dev/null || need_apt+=(qemu-system-x86)
@@ -10,6 +10,7 @@ command -v qemu-system-aarch64 >/dev/null || need_apt+=(qemu-system-arm)
 command -v mksquashfs >/dev/null || need_apt+=(squashfs-tools)
 command -v unshare >/dev/null || need_apt+=(util-linux)
 command -v python3 >/dev/null || need_apt+=(python3)
+command -v shellcheck >/dev/null || need_apt+=(shellcheck)
 # a C compiler with a static libc: the guest program of tests/tcg_cross_modifying_code.rs
 command -v cc >/dev/null || need_apt+=(gcc)
 [ -e "/usr/lib/$(uname -m)-linux-gnu/libc.a" ] || need_apt+=(libc6-dev)

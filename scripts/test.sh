@@ -1,21 +1,25 @@
 #!/usr/bin/env bash
-# The test command: install prerequisites, check payload manifests, run every test
-# (including the QEMU boots, which plain `cargo test` lists as ignored; with CI=true a missing
-# tool fails instead of skipping), then the
-# quick tier of the workload conformance suite on our x86_64 kernel (a real Debian root;
-# the full suite against the published kernel is `scripts/workload-test.sh --tier full`) and
-# the quick tier of the image conformance test (images the supermachine runtime's own code
-# bakes, our kernel and the published one; both arches and the full trees:
-# `scripts/image-test.sh --arch all --tier full`), and guest networking (TSI) through the
-# runtime's own host muxer (`scripts/tsi-test.sh`; both arches: `--arch all`), the Rosetta path
-# on aarch64 (`scripts/rosetta-test.sh`), and the x86_64 kernel booted through the runtime's own
-# KVM loader (`scripts/kvm-entry-test.sh`).
+# The test command (CI runs it through .ci/run). In order: install prerequisites; check the
+# payload manifests and that the README's comparison table is the last benchmark run's; lint
+# (scripts/lint.sh: rustfmt, clippy -D warnings, shellcheck); every test, including the QEMU
+# boots that plain `cargo test` lists as ignored (with CI=true a missing tool fails instead of
+# skipping); a short agent fuzz run; the quick workload tier on our x86_64 kernel (a real Debian
+# root; `scripts/workload-test.sh --tier full` is the long one); the tools/ tests; the README's
+# "Use it with supermachine" block, built (scripts/check-supermachine-compat.sh); the quick image
+# conformance tier (images the runtime's own code bakes; `--arch all --tier full` by hand); guest
+# networking through the runtime's own muxer (scripts/tsi-test.sh; `--arch all` by hand); the
+# Rosetta path on aarch64 (scripts/rosetta-test.sh); the x86_64 kernel through the runtime's own
+# KVM loader (scripts/kvm-entry-test.sh).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 scripts/install-prereqs.sh
 echo "==> payload manifests"
 python3 scripts/lib/payload.py check
+echo "==> the README's comparison table is the last benchmark run's (scripts/bench/readme_table.py)"
+python3 scripts/bench/readme_table.py --check
+echo "==> lint: rustfmt, clippy -D warnings, shellcheck (scripts/lint.sh)"
+scripts/lint.sh
 # Tests that need a tool or root are #[ignore = "needs ..."] (a plain `cargo test` reports them
 # as ignored, not as passes); here they run (--include-ignored) wherever the tools exist, and
 # always with CI=true, where a missing tool is a failure.
@@ -46,6 +50,8 @@ echo "==> workload conformance, quick tier (scripts/workload-test.sh)"
 scripts/workload-test.sh --tier quick --kernel ours
 echo "==> unit tests of the test-only tools that link the runtime (tools/: runtime-bake, tsi-backend)"
 cargo test --locked --manifest-path tools/Cargo.toml
+echo "==> the README's 'Use it with supermachine' block builds the runtime (scripts/check-supermachine-compat.sh)"
+scripts/check-supermachine-compat.sh
 echo "==> image conformance, quick tier (scripts/image-test.sh)"
 if [ "$(id -u)" = 0 ]; then
     scripts/image-test.sh --arch x86_64 --tier quick
