@@ -16,6 +16,7 @@ cd "$ROOT"
 scripts/install-prereqs.sh
 echo "==> payload manifests"
 python3 scripts/lib/payload.py check
+python3 scripts/lib/docs_check.py
 echo "==> the README's comparison table is the last benchmark run's (scripts/bench/readme_table.py)"
 python3 scripts/bench/readme_table.py --check
 echo "==> lint: rustfmt, clippy -D warnings, shellcheck (scripts/lint.sh)"

@@ -9,7 +9,6 @@ use std::fs::{self, OpenOptions};
 use std::io::{self, Read};
 use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
-use std::time::Duration;
 use supermachine_agent_proto::{self as proto, Ack, ControlRequest, FrameType};
 
 fn ack() -> Ack {
@@ -206,7 +205,7 @@ fn reseed(data: &[u8]) -> io::Result<()> {
 /// are done.
 pub fn port_forward(conn: Arc<Conn>, mut rd: Input, port: u16) {
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let tcp = match TcpStream::connect_timeout(&addr, Duration::from_secs(10)) {
+    let tcp = match TcpStream::connect_timeout(&addr, crate::limits::PORT_FORWARD_CONNECT_TIMEOUT) {
         Ok(t) => t,
         Err(e) => {
             let _ = conn.send(FrameType::Control, &proto::ack_err(&format!("port_forward: connect {addr}: {e}")));

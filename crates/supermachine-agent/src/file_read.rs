@@ -15,8 +15,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use supermachine_agent_proto::{b64, FrameType, CHUNK_SIZE, MAX_INLINE_READ};
 
-/// Raw bytes read and encoded per piece (a multiple of 3: no padding until the end).
-const BLOCK: usize = 12 * 1024;
+use crate::limits::FILE_READ_BLOCK as BLOCK;
 
 const PREFIX: &[u8] = br#"{"ok":true,"data_b64":""#;
 

@@ -3,6 +3,17 @@
 
 use std::time::Duration;
 
+/// `port_forward`: how long the agent tries to reach the guest's 127.0.0.1:port.
+pub const PORT_FORWARD_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Power-off (the `poweroff` action, or PID 1 told to stop): how long every process has
+/// between SIGTERM and SIGKILL.
+pub const POWEROFF_GRACE: Duration = Duration::from_secs(2);
+
+/// `read_file`: raw bytes read and base64-encoded per piece (a multiple of 3: no padding until
+/// the end), so a reply's memory stays bounded whatever the file's size.
+pub const FILE_READ_BLOCK: usize = 12 * 1024;
+
 /// The first frame of a connection must start arriving within this time, and its bytes must not
 /// pause longer than this; otherwise the agent answers ERROR and closes the connection.
 pub const FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(10);

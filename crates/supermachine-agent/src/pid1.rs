@@ -3,7 +3,6 @@
 
 use crate::log;
 use std::os::unix::fs::MetadataExt;
-use std::time::Duration;
 use supermachine_guest_sys::mounts::{self, MountSpec, API_MOUNTS, RUN_MOUNT};
 use supermachine_guest_sys::{net, power};
 
@@ -61,9 +60,10 @@ pub fn init() {
     });
 }
 
-/// Orderly poweroff: TERM everyone, wait up to 2 s, KILL the rest, sync, power off. Never returns.
+/// Orderly poweroff: TERM everyone, wait up to [`POWEROFF_GRACE`](crate::limits::POWEROFF_GRACE),
+/// KILL the rest, sync, power off. Never returns.
 pub fn poweroff(why: &str) -> ! {
     log(&format!("powering off ({why})"));
-    power::stop_all_processes(Duration::from_secs(2));
+    power::stop_all_processes(crate::limits::POWEROFF_GRACE);
     power::power_off()
 }

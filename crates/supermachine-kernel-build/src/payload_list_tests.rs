@@ -80,3 +80,72 @@ fn guest_harness_takes_every_asset() {
         }
     }
 }
+
+/// The override variable names the docs mention, as written (`SUPERMACHINE_X86_<P>_PATH`,
+/// `SUPERMACHINE_{X86_64,AARCH64}_<P>_PATH`, …), each with the file naming it.
+fn documented_override_names() -> Vec<(String, String)> {
+    let mut files = vec!["README.md".to_string(), "DESIGN.md".to_string(), "TESTING.md".to_string()];
+    for dir in ["crates", "docs"] {
+        let Ok(entries) = std::fs::read_dir(repo().join(dir)) else { continue };
+        for e in entries.flatten() {
+            let p = e.path();
+            let rel = |f: &str| format!("{dir}/{}/{f}", e.file_name().to_string_lossy());
+            if p.is_dir() {
+                files.extend([rel("README.md"), rel("src/lib.rs")]);
+            } else if p.extension().is_some_and(|x| x == "md") {
+                files.push(format!("{dir}/{}", e.file_name().to_string_lossy()));
+            }
+        }
+    }
+    let mut names = Vec::new();
+    for f in files {
+        let Ok(text) = std::fs::read_to_string(repo().join(&f)) else { continue };
+        for (i, _) in text.match_indices("SUPERMACHINE_") {
+            let name: String = text[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || "_{},<>".contains(*c))
+                .collect();
+            if name.ends_with("_PATH") {
+                names.push((name, f.clone()));
+            }
+        }
+    }
+    names
+}
+
+/// `SUPERMACHINE_{X86_64,AARCH64}_<P>_PATH` and the like, spelled out.
+fn expand(name: &str, keys: &[&str]) -> Vec<String> {
+    if let (Some(a), Some(b)) = (name.find('{'), name.find('}')) {
+        return name[a + 1..b].split(',').flat_map(|alt| expand(&format!("{}{alt}{}", &name[..a], &name[b + 1..]), keys)).collect();
+    }
+    if name.contains("<P>") {
+        return keys.iter().map(|k| name.replace("<P>", k)).collect();
+    }
+    vec![name.to_string()]
+}
+
+/// One list of override names, the build helper's: every name the docs mention is honoured (or
+/// is a published name we say we ignore), and every name the helper honours is documented.
+#[test]
+fn documented_override_names_are_the_honoured_ones() {
+    if read("README.md").is_none() {
+        return;
+    }
+    let honoured: BTreeSet<String> = Arch::ALL.iter().flat_map(|&a| a.assets().into_iter().flat_map(move |s| s.env_vars(a))).collect();
+    let retired: BTreeSet<String> = crate::build::RETIRED_OVERRIDES.iter().map(|(n, _)| n.to_string()).collect();
+    let keys: BTreeSet<&str> = Arch::ALL.iter().flat_map(|a| a.assets().into_iter().map(|s| s.env_key)).collect();
+    let keys: Vec<&str> = keys.into_iter().collect();
+    let mut documented = BTreeSet::new();
+    for (name, file) in documented_override_names() {
+        for n in expand(&name, &keys) {
+            assert!(honoured.contains(&n) || retired.contains(&n),
+                    "{file} mentions {n} (as {name}), which the build helper does not honour (build::Arch::assets)");
+            documented.insert(n);
+        }
+    }
+    let undocumented: Vec<_> = honoured.difference(&documented).collect();
+    assert!(undocumented.is_empty(), "the build helper honours {undocumented:?}, which no doc mentions");
+    for r in &retired {
+        assert!(documented.contains(r), "{r} is ignored with a warning but no doc says so");
+    }
+}
