@@ -3,7 +3,6 @@
 # agent and init-oci. Changing a pin changes the inputs hash recorded in the manifests, so the
 # CI check asks for a rebuild.
 # shellcheck shell=bash
-# shellcheck disable=SC2034 # the pins are read by the recipes that source this file
 
 # Debian bookworm packages (apt-get install PKG=VERSION).
 PIN_LINUX_SOURCE_PKG=linux-source-6.12

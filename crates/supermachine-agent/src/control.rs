@@ -73,7 +73,7 @@ fn handle(req: &ControlRequest) -> Result<Ack, String> {
         | ControlRequest::Reseed { .. }
         | ControlRequest::PortForward { .. } => Err(format!("{}: needs the connection", req.action())),
         ControlRequest::Signal { signum } => {
-            let pidfile = crate::config().run_dir.join("supermachine-workload.pid");
+            let pidfile = crate::context::config().run_dir.join("supermachine-workload.pid");
             let text = fs::read_to_string(&pidfile)
                 .map_err(|e| format!("no workload pid recorded ({}: {e})", pidfile.display()))?;
             let pid: libc::pid_t =
@@ -102,7 +102,7 @@ fn handle(req: &ControlRequest) -> Result<Ack, String> {
         ControlRequest::DropVfsCaches => {
             // SAFETY: sync takes no arguments.
             unsafe { libc::sync() };
-            let p = crate::config().sys_root.join("proc/sys/vm/drop_caches");
+            let p = crate::context::config().sys_root.join("proc/sys/vm/drop_caches");
             fs::write(&p, b"3\n").map_err(|e| format!("drop_vfs_caches: {}: {e}", p.display()))?;
             Ok(ack())
         }
@@ -163,7 +163,7 @@ fn smpark(online: bool) -> Result<Ack, String> {
 }
 
 fn cpu_dir() -> std::path::PathBuf {
-    crate::config().sys_root.join("sys/devices/system/cpu")
+    crate::context::config().sys_root.join("sys/devices/system/cpu")
 }
 
 /// The CPUs above 0 that can go offline (those with an `online` file), in order.

@@ -8,10 +8,10 @@
 use crate::conn::Conn;
 use crate::exec_input::StdinInput;
 use crate::exec_shared::Shared;
-use crate::file_write::StageData;
 use crate::input::Input;
 use crate::limits::{INPUT_STACK, OUTPUT_BUF};
 use crate::reaper::{self, Waiter};
+use crate::stage::StageData;
 use crate::sys;
 use std::collections::BTreeMap;
 use std::ffi::CString;

@@ -1,7 +1,8 @@
 //! Listening: the vsock (or test Unix) socket, the accept loop and the connection cap.
 
+use crate::context::{config, log};
 use crate::limits::{self, MAX_CONNECTIONS};
-use crate::{config, conn, log, sys};
+use crate::{conn, sys};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

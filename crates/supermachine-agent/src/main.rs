@@ -15,6 +15,7 @@ compile_error!("supermachine-agent runs only on Linux");
 
 mod budget;
 mod conn;
+mod context;
 mod control;
 mod exec;
 mod exec_input;
@@ -32,31 +33,14 @@ mod reaper;
 mod remove;
 mod session;
 mod spool;
+mod stage;
 mod sys;
 mod tmpfile;
 mod upload;
 
+use context::{fatal, log, Config};
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
-
-pub struct Config {
-    /// Where `supermachine-agent-ready` and `supermachine-workload.pid` live (default /run).
-    pub run_dir: PathBuf,
-    /// Prefix for /sys and /proc/sys paths written by smpark and drop_vfs_caches (default /).
-    pub sys_root: PathBuf,
-    pub pid1: bool,
-}
-
-static CONFIG: OnceLock<Config> = OnceLock::new();
-
-pub fn config() -> &'static Config {
-    CONFIG.get_or_init(|| Config { run_dir: "/run".into(), sys_root: "/".into(), pid1: false })
-}
-
-pub fn log(msg: &str) {
-    let line = format!("supermachine-agent: {msg}\n");
-    let _ = sys::write_all(2, line.as_bytes());
-}
+use std::sync::Arc;
 
 const USAGE: &str =
     "usage: supermachine-agent [--port N | --exec-stdio | --listen-unix PATH] [--run-dir DIR] [--sys-root DIR] [--version]\n";
@@ -111,7 +95,7 @@ fn main() {
             other => log(&format!("ignoring unknown argument {other:?}")),
         }
     }
-    let _ = CONFIG.set(Config { run_dir, sys_root, pid1 });
+    context::set(Config { run_dir, sys_root, pid1 });
 
     // With smpark the host parks every CPU but 0 around a snapshot: the agent, and the threads
     // it starts from here on, must stay on CPU 0 to keep answering (its children run anywhere).
@@ -151,13 +135,4 @@ fn bad_usage(pid1: bool, msg: &str) {
         eprint!("{USAGE}");
         std::process::exit(2);
     }
-}
-
-/// Logs and ends: power off as PID 1, exit 1 otherwise.
-pub fn fatal(msg: &str) -> ! {
-    log(&format!("fatal: {msg}"));
-    if config().pid1 {
-        pid1::poweroff(msg);
-    }
-    std::process::exit(1)
 }

@@ -1,7 +1,7 @@
 //! What only PID 1 does: mount the API filesystems, bring up loopback, turn SIGTERM into an
 //! orderly poweroff, and never exit (a PID 1 exit panics the kernel).
 
-use crate::log;
+use crate::context::log;
 use std::os::unix::fs::MetadataExt;
 use supermachine_guest_sys::mounts::{self, MountSpec, API_MOUNTS, RUN_MOUNT};
 use supermachine_guest_sys::{net, power};

@@ -77,7 +77,7 @@ pub fn init() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         if let Err(e) = std::thread::Builder::new().name("reaper".into()).stack_size(64 * 1024).spawn(reap_loop) {
-            crate::log(&format!("cannot start the reaper thread: {e}"));
+            crate::context::log(&format!("cannot start the reaper thread: {e}"));
         }
     });
 }

@@ -2,10 +2,11 @@
 //! dispatch to an exec or a control call.
 
 use crate::conn::Conn;
-use crate::file_write::{ControlData, StageData};
+use crate::file_write::ControlData;
 use crate::input::{Input, Wait};
 use crate::jsonscan::{self, Mode, ScanError};
 use crate::limits::{FIRST_FRAME_TIMEOUT, INPUT_BUF};
+use crate::stage::StageData;
 use std::io;
 use std::sync::Arc;
 use std::time::Instant;

@@ -28,7 +28,7 @@ impl Spool {
                 .write(true)
                 .custom_flags(libc::O_TMPFILE)
                 .mode(0o600)
-                .open(&crate::config().run_dir)?
+                .open(&crate::context::config().run_dir)?
         };
         Ok(Spool { file, len: 0 })
     }

@@ -5,6 +5,7 @@ use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
 pub use supermachine_guest_sys::spawn::pipe;
+pub use supermachine_guest_sys::stdio::{sigset, write_all};
 pub use supermachine_guest_sys::{cstring, cvt, cvt_intr, errno};
 
 /// Takes ownership of an fd a syscall just returned (`cvt` checked it is not -1).
@@ -36,30 +37,6 @@ pub fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     Ok(n as usize)
 }
 
-/// Writes everything; blocks (polls) on a non-blocking fd.
-pub fn write_all(fd: RawFd, mut buf: &[u8]) -> io::Result<()> {
-    while !buf.is_empty() {
-        // SAFETY: writes at most `buf.len()` bytes from `buf`.
-        let n = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            match e.kind() {
-                io::ErrorKind::Interrupted => continue,
-                io::ErrorKind::WouldBlock => {
-                    poll1(fd, libc::POLLOUT, -1)?;
-                    continue;
-                }
-                _ => return Err(e),
-            }
-        }
-        if n == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
-        }
-        buf = &buf[n as usize..];
-    }
-    Ok(())
-}
-
 /// Polls one fd; returns revents (0 on timeout).
 pub fn poll1(fd: RawFd, events: libc::c_short, timeout_ms: i32) -> io::Result<libc::c_short> {
     let mut p = libc::pollfd { fd, events, revents: 0 };
@@ -82,19 +59,6 @@ pub fn eventfd_signal(fd: RawFd) {
     let one: u64 = 1;
     // SAFETY: writes the 8 bytes of `one`.
     unsafe { libc::write(fd, (&one as *const u64).cast(), 8) };
-}
-
-/// A signal set holding `signals`.
-pub fn sigset(signals: &[libc::c_int]) -> libc::sigset_t {
-    // SAFETY: sigset_t is plain old data; sigemptyset below initialises it properly.
-    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `set` is a valid sigset_t to write.
-    unsafe { libc::sigemptyset(&mut set) };
-    for &s in signals {
-        // SAFETY: as above; an invalid number only makes the call fail.
-        unsafe { libc::sigaddset(&mut set, s) };
-    }
-    set
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -196,24 +160,17 @@ pub fn replace_with_dev_null(fd: RawFd) {
 /// Makes sure fds 0, 1 and 2 are open (on /dev/null if need be), so that no pipe end gets one of
 /// those numbers.
 pub fn ensure_std_fds() {
+    if supermachine_guest_sys::stdio::fill_std_fds(c"/dev/null") == 0 {
+        return;
+    }
+    // No /dev/null yet (PID 1 before mounting /dev): park pipes there (kept open for the agent's
+    // life on purpose).
     for fd in 0..3 {
         // SAFETY: F_GETFD takes no argument; it only tells whether `fd` is open.
-        if unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0 {
-            continue;
-        }
-        // Open fds are taken lowest first, so this lands on `fd` itself (0..fd-1 are open).
-        // SAFETY: the path is a NUL-terminated literal.
-        let n = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR) };
-        if n < 0 {
-            // No /dev/null yet (PID 1 before mounting /dev): park a pipe there (kept open
-            // for the agent's life on purpose).
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
             let mut p = [0; 2];
             // SAFETY: pipe writes two fds into the 2-element array.
             unsafe { libc::pipe(p.as_mut_ptr()) };
-        } else if n != fd {
-            let spare = owned(n);
-            // SAFETY: dup2 takes no pointers.
-            unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&spare), fd) };
         }
     }
 }

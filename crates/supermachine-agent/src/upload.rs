@@ -53,7 +53,7 @@ fn lock_soon(f: &File) -> io::Result<bool> {
 
 /// The list of temp files of uploads in progress (NUL-separated paths), changed under a lock.
 fn with_journal(change: impl FnOnce(&mut Vec<PathBuf>)) {
-    let path = crate::config().run_dir.join("supermachine-uploads");
+    let path = crate::context::config().run_dir.join("supermachine-uploads");
     let Ok(mut f) = OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o600).open(&path)
     else {
         return;

@@ -1,6 +1,7 @@
 //! The PID-1 building blocks both guest programs need (the agent when it is PID 1, and
 //! init-oci): the early mount table, loopback bring-up, fork+exec with an errno pipe, execvp-style
-//! PATH lookup, vCPU pinning and parking, and an orderly poweroff. Only `libc`; every `unsafe` block wraps one call and says
+//! PATH lookup, vCPU pinning and parking, the standard streams and signal sets, and an orderly
+//! poweroff. Only `libc`; every `unsafe` block wraps one call and says
 //! why it is sound.
 
 #[cfg(not(target_os = "linux"))]
@@ -13,6 +14,7 @@ pub mod netlink;
 pub mod path;
 pub mod power;
 pub mod spawn;
+pub mod stdio;
 
 use std::ffi::CString;
 use std::io;

@@ -183,10 +183,7 @@ fn reset_signals() {
             unsafe { libc::signal(sig, libc::SIG_DFL) };
         }
     }
-    // SAFETY: sigset_t is plain old data; sigemptyset below initialises it properly.
-    let mut empty: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `empty` is a valid sigset_t to write.
-    unsafe { libc::sigemptyset(&mut empty) };
+    let empty = crate::stdio::sigset(&[]);
     // SAFETY: reads `empty`; a null old-set pointer is allowed.
     unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) };
 }

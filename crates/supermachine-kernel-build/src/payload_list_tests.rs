@@ -116,7 +116,10 @@ fn documented_override_names() -> Vec<(String, String)> {
 /// `SUPERMACHINE_{X86_64,AARCH64}_<P>_PATH` and the like, spelled out.
 fn expand(name: &str, keys: &[&str]) -> Vec<String> {
     if let (Some(a), Some(b)) = (name.find('{'), name.find('}')) {
-        return name[a + 1..b].split(',').flat_map(|alt| expand(&format!("{}{alt}{}", &name[..a], &name[b + 1..]), keys)).collect();
+        return name[a + 1..b]
+            .split(',')
+            .flat_map(|alt| expand(&format!("{}{alt}{}", &name[..a], &name[b + 1..]), keys))
+            .collect();
     }
     if name.contains("<P>") {
         return keys.iter().map(|k| name.replace("<P>", k)).collect();
@@ -131,15 +134,18 @@ fn documented_override_names_are_the_honoured_ones() {
     if read("README.md").is_none() {
         return;
     }
-    let honoured: BTreeSet<String> = Arch::ALL.iter().flat_map(|&a| a.assets().into_iter().flat_map(move |s| s.env_vars(a))).collect();
+    let honoured: BTreeSet<String> =
+        Arch::ALL.iter().flat_map(|&a| a.assets().into_iter().flat_map(move |s| s.env_vars(a))).collect();
     let retired: BTreeSet<String> = crate::build::RETIRED_OVERRIDES.iter().map(|(n, _)| n.to_string()).collect();
     let keys: BTreeSet<&str> = Arch::ALL.iter().flat_map(|a| a.assets().into_iter().map(|s| s.env_key)).collect();
     let keys: Vec<&str> = keys.into_iter().collect();
     let mut documented = BTreeSet::new();
     for (name, file) in documented_override_names() {
         for n in expand(&name, &keys) {
-            assert!(honoured.contains(&n) || retired.contains(&n),
-                    "{file} mentions {n} (as {name}), which the build helper does not honour (build::Arch::assets)");
+            assert!(
+                honoured.contains(&n) || retired.contains(&n),
+                "{file} mentions {n} (as {name}), which the build helper does not honour (build::Arch::assets)"
+            );
             documented.insert(n);
         }
     }

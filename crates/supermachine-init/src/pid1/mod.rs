@@ -40,16 +40,10 @@ pub fn log_line(args: std::fmt::Arguments) {
     write_stderr(format!("init-oci: {args}\n").as_bytes());
 }
 
-/// Writes all of `bytes` to fd 2 without std's stderr lock (safe in a panic hook).
-pub fn write_stderr(mut bytes: &[u8]) {
-    while !bytes.is_empty() {
-        // SAFETY: writes at most `bytes.len()` bytes from `bytes`.
-        let n = unsafe { libc::write(2, bytes.as_ptr().cast(), bytes.len()) };
-        if n <= 0 {
-            break;
-        }
-        bytes = &bytes[n as usize..];
-    }
+/// Writes all of `bytes` to fd 2 without std's stderr lock (safe in a panic hook); a console
+/// that fails is not reported anywhere.
+pub fn write_stderr(bytes: &[u8]) {
+    let _ = supermachine_guest_sys::stdio::write_all(2, bytes);
 }
 
 /// A C string of a path we built or a string the config parser checked for NUL bytes

@@ -3,7 +3,7 @@
 use super::{in_root, wait_for};
 use std::ffi::CStr;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 use supermachine_guest_sys::cvt;
@@ -41,7 +41,8 @@ pub fn early_mounts() -> Result<(), Fatal> {
     for m in &API_MOUNTS {
         mount_or(Status::EarlyMount, m.source, m.target, m.fstype, m.flags, m.data)?;
         if m.target == "/dev" {
-            ensure_console();
+            // fds 0-2 on /dev/console when the kernel could not give us a console.
+            supermachine_guest_sys::stdio::fill_std_fds(c"/dev/console");
         }
     }
     mounts::create_dev_symlinks();
@@ -54,28 +55,6 @@ pub fn early_mounts() -> Result<(), Fatal> {
         log!("warning: /dev/shm size=64m: {e}");
     }
     Ok(())
-}
-
-/// fds 0-2 on /dev/console when the kernel could not give us a console.
-fn ensure_console() {
-    for fd in 0..3 {
-        // SAFETY: F_GETFD takes no argument; it only tells whether `fd` is open.
-        if unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0 {
-            continue;
-        }
-        // Lowest free fd first: with 0..fd-1 open, this lands on `fd` itself.
-        let Ok(console) = open_device(c"/dev/console") else { continue };
-        let raw = console.as_raw_fd();
-        if raw == fd {
-            // Keep it: it is the standard stream now (opened CLOEXEC: clear that).
-            let std_fd = console.into_raw_fd();
-            // SAFETY: F_SETFD takes an int argument.
-            unsafe { libc::fcntl(std_fd, libc::F_SETFD, 0) };
-        } else {
-            // SAFETY: dup2 takes no pointers; the copy on `fd` is not CLOEXEC.
-            unsafe { libc::dup2(raw, fd) };
-        }
-    }
 }
 
 pub fn is_block(path: &str) -> bool {

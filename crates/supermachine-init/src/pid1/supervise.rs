@@ -45,15 +45,7 @@ pub fn handled() -> impl Iterator<Item = libc::c_int> {
 
 /// The [`handled`] signals as a set.
 pub fn handled_set() -> libc::sigset_t {
-    // SAFETY: sigset_t is plain old data; sigemptyset below initialises it properly.
-    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `set` is a valid sigset_t to write.
-    unsafe { libc::sigemptyset(&mut set) };
-    for s in handled() {
-        // SAFETY: as above.
-        unsafe { libc::sigaddset(&mut set, s) };
-    }
-    set
+    supermachine_guest_sys::stdio::sigset(&handled().collect::<Vec<_>>())
 }
 
 extern "C" fn on_signal(_: libc::c_int) {}
