@@ -4,6 +4,7 @@
 //! Not published; the workspace's tests and `scripts/demo.sh` use it.
 #![forbid(unsafe_code)]
 
+pub mod cli;
 pub mod cpio;
 pub mod dtb;
 pub mod guest;

@@ -28,6 +28,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use supermachine_agent_client::{connect_hybrid_vsock_once, proto::ExecRequest, Client, HybridVsock};
+use supermachine_guest_harness::cli::{die, tail_lines, Args};
 use supermachine_guest_harness::initramfs::{self, Options as InitOptions};
 use supermachine_guest_harness::payloads::{self, GuestPayloads};
 use supermachine_guest_harness::qemu::{Machine, Vm, VmConfig};
@@ -111,7 +112,7 @@ fn boot(g: &Prepared, s: &Settings, mem: u32, execs: usize) -> Result<Boot, Stri
     // reach the backend before the guest driver exists can wedge vhost-device-vsock.
     let init = vm
         .wait_for(MARKER, s.timeout)
-        .map_err(|e| format!("{}: /init not reached in {mem} MiB: {}", g.name, tail(&e, 15)))?;
+        .map_err(|e| format!("{}: /init not reached in {mem} MiB: {}", g.name, tail_lines(&e, 15)))?;
     loop {
         if matches!(probe.exec(&t_true, None), Ok(out) if out.status.success()) {
             break;
@@ -121,7 +122,7 @@ fn boot(g: &Prepared, s: &Settings, mem: u32, execs: usize) -> Result<Boot, Stri
                 "{}: agent not ready in {mem} MiB after {:?}; console tail:\n{}",
                 g.name,
                 vm.elapsed(),
-                tail(&vm.console_text(), 15)
+                tail_lines(&vm.console_text(), 15)
             ));
         }
         std::thread::sleep(Duration::from_millis(5));
@@ -164,7 +165,7 @@ fn boot(g: &Prepared, s: &Settings, mem: u32, execs: usize) -> Result<Boot, Stri
                         "{}: execs keep failing ({}); console tail:\n{}",
                         g.name,
                         b.exec_errors.last().unwrap(),
-                        tail(&vm.console_text(), 15)
+                        tail_lines(&vm.console_text(), 15)
                     ));
                 }
             }
@@ -173,11 +174,6 @@ fn boot(g: &Prepared, s: &Settings, mem: u32, execs: usize) -> Result<Boot, Stri
     drop(vm);
     drop(backend);
     Ok(b)
-}
-
-fn tail(s: &str, n: usize) -> String {
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 fn ms(d: Duration) -> f64 {
@@ -221,26 +217,25 @@ fn main() {
         (String::from("quiet"), 120u64, false, 1u32, None);
     let mut min_mem_boots = 3usize;
     let mut guests: Vec<(String, PathBuf, PathBuf, String)> = Vec::new();
-    let mut args = std::env::args().skip(1);
+    let mut args = Args::from_env();
     while let Some(a) = args.next() {
-        let mut val = || args.next().unwrap_or_else(|| die(&format!("{a} needs a value")));
         match a.as_str() {
-            "--arch" => arch = val(),
-            "--busybox" => busybox = Some(val().into()),
+            "--arch" => arch = args.value(&a),
+            "--busybox" => busybox = Some(args.value(&a).into()),
             "--guest" => {
-                let v = val();
+                let v = args.value(&a);
                 let (name, files) = v.split_once('=').unwrap_or_else(|| die("--guest takes NAME=KERNEL,AGENT"));
                 let (k, rest) = files.split_once(',').unwrap_or_else(|| die("--guest takes NAME=KERNEL,AGENT"));
                 let (ag, params) = rest.split_once(',').unwrap_or((rest, ""));
                 guests.push((name.into(), k.into(), ag.into(), params.into()));
             }
-            "--runs" => runs = val().parse().unwrap_or_else(|_| die("--runs takes a number")),
-            "--mem" => mem = val().parse().unwrap_or_else(|_| die("--mem takes MiB")),
-            "--execs" => execs = val().parse().unwrap_or_else(|_| die("--execs takes a number")),
-            "--cmdline" => cmdline = val(),
-            "--timeout" => timeout = val().parse().unwrap_or_else(|_| die("--timeout takes seconds")),
+            "--runs" => runs = args.value(&a).parse().unwrap_or_else(|_| die("--runs takes a number")),
+            "--mem" => mem = args.value(&a).parse().unwrap_or_else(|_| die("--mem takes MiB")),
+            "--execs" => execs = args.value(&a).parse().unwrap_or_else(|_| die("--execs takes a number")),
+            "--cmdline" => cmdline = args.value(&a),
+            "--timeout" => timeout = args.value(&a).parse().unwrap_or_else(|_| die("--timeout takes seconds")),
             "--machine" => {
-                machine = Some(match val().as_str() {
+                machine = Some(match args.value(&a).as_str() {
                     "microvm" => Machine::Microvm { acpi: true },
                     "microvm-noacpi" => Machine::Microvm { acpi: false },
                     "pc" => Machine::Pc,
@@ -249,9 +244,10 @@ fn main() {
                 })
             }
             "--min-mem" => min_mem = true,
-            "--min-mem-step" => step = val().parse().unwrap_or_else(|_| die("--min-mem-step takes MiB")),
+            "--min-mem-step" => step = args.value(&a).parse().unwrap_or_else(|_| die("--min-mem-step takes MiB")),
             "--min-mem-boots" => {
-                min_mem_boots = val().parse::<usize>().unwrap_or_else(|_| die("--min-mem-boots takes a number")).max(1)
+                min_mem_boots =
+                    args.value(&a).parse::<usize>().unwrap_or_else(|_| die("--min-mem-boots takes a number")).max(1)
             }
             _ => die(&format!("unknown argument {a}")),
         }
@@ -359,9 +355,4 @@ fn main() {
                  ex.len(), errors.len(), errors.first().map(|e| e.as_str()).unwrap_or(""), json_num(pct(&ex, 0.5)), json_num(pct(&ex, 0.99)), json_num(min(&ex)),
                  if rss.is_empty() { "null".into() } else { format!("{}", median(&rss) as u64) });
     }
-}
-
-fn die(msg: &str) -> ! {
-    eprintln!("bench-guest: {msg}");
-    std::process::exit(2)
 }

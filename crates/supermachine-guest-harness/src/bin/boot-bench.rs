@@ -12,6 +12,7 @@
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use supermachine_guest_harness::cli::{die, Args};
 use supermachine_guest_harness::{
     cpio::Archive,
     qemu::{Machine, Vm, VmConfig},
@@ -24,23 +25,22 @@ fn main() {
     let mut kernels: Vec<PathBuf> = Vec::new();
     let mut busybox: Option<PathBuf> = None;
     let (mut machine, mut runs, mut mem, mut min_mem) = (Machine::Microvm { acpi: true }, 5usize, 128u32, false);
-    let mut args = std::env::args().skip(1);
+    let mut args = Args::from_env();
     while let Some(a) = args.next() {
-        let mut val = || args.next().unwrap_or_else(|| die(&format!("{a} needs a value")));
         match a.as_str() {
-            "--kernel" => kernels.push(val().into()),
+            "--kernel" => kernels.push(args.value(&a).into()),
             "--machine" => {
-                machine = match val().as_str() {
+                machine = match args.value(&a).as_str() {
                     "microvm" => Machine::Microvm { acpi: true },
                     "pc" => Machine::Pc,
                     "virt" => Machine::Virt,
                     m => die(&format!("unknown machine {m}")),
                 }
             }
-            "--runs" => runs = val().parse().unwrap_or_else(|_| die("--runs takes a number")),
-            "--mem" => mem = val().parse().unwrap_or_else(|_| die("--mem takes MiB")),
+            "--runs" => runs = args.value(&a).parse().unwrap_or_else(|_| die("--runs takes a number")),
+            "--mem" => mem = args.value(&a).parse().unwrap_or_else(|_| die("--mem takes MiB")),
             "--min-mem" => min_mem = true,
-            "--busybox" => busybox = Some(val().into()),
+            "--busybox" => busybox = Some(args.value(&a).into()),
             _ => die(&format!("unknown argument {a}")),
         }
     }
@@ -107,9 +107,4 @@ fn boot_once(machine: Machine, kernel: &Path, initrd: &Path, mem: u32) -> Option
     let t = vm.wait_for("@@ init reached", Duration::from_secs(60)).ok();
     let _ = vm.wait_exit(Duration::from_secs(10));
     t
-}
-
-fn die(msg: &str) -> ! {
-    eprintln!("boot-bench: {msg}");
-    std::process::exit(2)
 }

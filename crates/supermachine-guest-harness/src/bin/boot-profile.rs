@@ -34,6 +34,7 @@ use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use supermachine_agent_client::{connect_hybrid_vsock_once, proto::ExecRequest, Client, HybridVsock};
+use supermachine_guest_harness::cli::{die, tail_lines, Args};
 use supermachine_guest_harness::initramfs::Options as InitOptions;
 use supermachine_guest_harness::profile::{self, HostTimes};
 use supermachine_guest_harness::qemu::{Machine, Vm, VmConfig};
@@ -93,14 +94,15 @@ fn boot(c: &Config, s: &Settings, dir: &Path) -> Result<serde_json::Value, Strin
     let launched = launch(s, &c.kernel, &c.initrd, dir)?;
     let vm = &launched.vm;
     let uds = launched.backend.uds_path().to_path_buf();
-    let fail = |what: &str, vm: &Vm| format!("{}: {what}; console tail:\n{}", c.name, tail(&vm.console_text(), 20));
+    let fail =
+        |what: &str, vm: &Vm| format!("{}: {what}; console tail:\n{}", c.name, tail_lines(&vm.console_text(), 20));
     let init_start = vm
         .wait_for(&format!("{} init-start", profile::MARK), s.timeout)
-        .map_err(|e| format!("{}: {}", c.name, tail(&e, 20)))?;
+        .map_err(|e| format!("{}: {}", c.name, tail_lines(&e, 20)))?;
     // Probe only once the launch script is about to exec the agent: every refused connection
     // costs the guest some work, and under -icount that work would depend on the host's timing.
     vm.wait_for(&format!("{} agent-exec", profile::MARK), s.timeout)
-        .map_err(|e| format!("{}: {}", c.name, tail(&e, 20)))?;
+        .map_err(|e| format!("{}: {}", c.name, tail_lines(&e, 20)))?;
     let probe_uds = uds.clone();
     let probe = Client::new(move || connect_hybrid_vsock_once(&probe_uds, AGENT_PORT, Duration::from_secs(5)));
     let first = ExecRequest::new(["/bin/sh", "-c", "echo '<3>smprof: first-exec' > /dev/kmsg"]);
@@ -142,7 +144,7 @@ fn boot(c: &Config, s: &Settings, dir: &Path) -> Result<serde_json::Value, Strin
         first_exec_host_ms: Some(ms(ready)),
     };
     let t = profile::build(&recs, &host, s.icount.is_some())
-        .map_err(|e| format!("{}: {e}; dmesg tail:\n{}", c.name, tail(&dmesg, 20)))?;
+        .map_err(|e| format!("{}: {e}; dmesg tail:\n{}", c.name, tail_lines(&dmesg, 20)))?;
     // Host arrival of a few console lines (wall clock, whatever the mode).
     let marks: Vec<_> = [
         "Decompressing Linux",
@@ -183,7 +185,7 @@ fn floor(kernel: &Path, clk: &[u8], s: &Settings, dir: &Path) -> Result<serde_js
     std::fs::write(&initrd, a.finish()).map_err(|e| e.to_string())?;
     let launched = launch(s, kernel, &initrd, dir)?;
     let vm = &launched.vm;
-    let t = vm.wait_for(&format!("{} clk ", profile::MARK), s.timeout).map_err(|e| tail(&e, 20))?;
+    let t = vm.wait_for(&format!("{} clk ", profile::MARK), s.timeout).map_err(|e| tail_lines(&e, 20))?;
     let line = vm.lines().into_iter().find(|(_, l)| l.contains("smprof: clk ")).map(|(_, l)| l).unwrap_or_default();
     let text = line.split_once("smprof:").map(|(_, r)| format!("smprof:{r}")).unwrap_or_default();
     let virt = profile::clk_ms(&[profile::Record { t: 0.0, text }]);
@@ -199,11 +201,6 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-fn tail(s: &str, n: usize) -> String {
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
 fn main() {
     let (mut arch, mut image_bb, mut clk, mut runs) =
         (String::from("x86_64"), None::<PathBuf>, None::<PathBuf>, 1usize);
@@ -213,15 +210,14 @@ fn main() {
     let mut probe_step = None::<String>;
     let mut floor_kernel = None::<PathBuf>;
     let mut configs: Vec<(String, PathBuf, PathBuf, PathBuf)> = Vec::new();
-    let mut args = std::env::args().skip(1);
+    let mut args = Args::from_env();
     while let Some(a) = args.next() {
-        let mut val = || args.next().unwrap_or_else(|| die(&format!("{a} needs a value")));
         match a.as_str() {
-            "--arch" => arch = val(),
-            "--image-busybox" => image_bb = Some(val().into()),
-            "--clk" => clk = Some(val().into()),
+            "--arch" => arch = args.value(&a),
+            "--image-busybox" => image_bb = Some(args.value(&a).into()),
+            "--clk" => clk = Some(args.value(&a).into()),
             "--config" => {
-                let v = val();
+                let v = args.value(&a);
                 let (name, files) =
                     v.split_once('=').unwrap_or_else(|| die("--config takes NAME=KERNEL,AGENT,BUSYBOX"));
                 let f: Vec<&str> = files.split(',').collect();
@@ -230,15 +226,15 @@ fn main() {
                 }
                 configs.push((name.into(), f[0].into(), f[1].into(), f[2].into()));
             }
-            "--runs" => runs = val().parse().unwrap_or_else(|_| die("--runs takes a number")),
-            "--icount" => icount = Some(val()),
-            "--tsc-khz" => tsc_khz = Some(val().parse().unwrap_or_else(|_| die("--tsc-khz takes kHz"))),
-            "--mem" => mem = val().parse().unwrap_or_else(|_| die("--mem takes MiB")),
-            "--timeout" => timeout = val().parse().unwrap_or_else(|_| die("--timeout takes seconds")),
-            "--cmdline" => extra = val(),
+            "--runs" => runs = args.value(&a).parse().unwrap_or_else(|_| die("--runs takes a number")),
+            "--icount" => icount = Some(args.value(&a)),
+            "--tsc-khz" => tsc_khz = Some(args.value(&a).parse().unwrap_or_else(|_| die("--tsc-khz takes kHz"))),
+            "--mem" => mem = args.value(&a).parse().unwrap_or_else(|_| die("--mem takes MiB")),
+            "--timeout" => timeout = args.value(&a).parse().unwrap_or_else(|_| die("--timeout takes seconds")),
+            "--cmdline" => extra = args.value(&a),
             "--keep-dmesg" => keep_dmesg = true,
-            "--probe-step" => probe_step = Some(val()),
-            "--floor-kernel" => floor_kernel = Some(PathBuf::from(val())),
+            "--probe-step" => probe_step = Some(args.value(&a)),
+            "--floor-kernel" => floor_kernel = Some(PathBuf::from(args.value(&a))),
             _ => die(&format!("unknown argument {a}")),
         }
     }
@@ -346,9 +342,4 @@ fn main() {
         eprintln!("boot-profile: {failed} boot(s) failed");
         std::process::exit(1);
     }
-}
-
-fn die(msg: &str) -> ! {
-    eprintln!("boot-profile: {msg}");
-    std::process::exit(2)
 }

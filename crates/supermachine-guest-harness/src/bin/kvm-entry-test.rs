@@ -24,14 +24,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 use supermachine_agent_client::{proto::ExecRequest, Client};
+use supermachine_guest_harness::cli::{self, die};
 use supermachine_guest_harness::guest::BoundedVsock;
 use supermachine_guest_harness::qemu::{Machine, Vm, VmConfig, TSC_EARLY_KHZ};
 use supermachine_guest_harness::{initramfs, payloads, rootfs, vsock};
-
-fn die(msg: &str) -> ! {
-    eprintln!("kvm-entry-test: {msg}");
-    std::process::exit(2)
-}
 
 fn fail(vm: &Vm, msg: &str) -> ! {
     let console = vm.console_text();
@@ -65,19 +61,18 @@ fn parse() -> Args {
         json: None,
         mmio_tokens: None,
     };
-    let mut it = std::env::args().skip(1);
-    while let Some(f) = it.next() {
-        let mut v = || it.next().unwrap_or_else(|| die(&format!("{f} needs a value")));
+    let mut args = cli::Args::from_env();
+    while let Some(f) = args.next() {
         match f.as_str() {
-            "--kvm-entry" => a.tool = v().into(),
-            "--stub-src" => a.stub_src = v().into(),
+            "--kvm-entry" => a.tool = args.value(&f).into(),
+            "--stub-src" => a.stub_src = args.value(&f).into(),
             "--nokaslr" => a.nokaslr = true,
-            "--label" => a.label = v(),
-            "--json" => a.json = Some(v().into()),
-            "--mmio-tokens" => a.mmio_tokens = Some(v().into()),
-            "--kernel" => a.kernel = Some(v().into()),
-            "--cpus" => a.cpus = v().parse().unwrap_or_else(|_| die("--cpus takes a count")),
-            "--mem" => a.mem = v().parse().unwrap_or_else(|_| die("--mem takes MiB")),
+            "--label" => a.label = args.value(&f),
+            "--json" => a.json = Some(args.value(&f).into()),
+            "--mmio-tokens" => a.mmio_tokens = Some(args.value(&f).into()),
+            "--kernel" => a.kernel = Some(args.value(&f).into()),
+            "--cpus" => a.cpus = args.value(&f).parse().unwrap_or_else(|_| die("--cpus takes a count")),
+            "--mem" => a.mem = args.value(&f).parse().unwrap_or_else(|_| die("--mem takes MiB")),
             _ => die(&format!("unknown argument {f} (see the header of src/bin/kvm-entry-test.rs)")),
         }
     }

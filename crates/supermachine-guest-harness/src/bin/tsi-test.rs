@@ -23,6 +23,7 @@ use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use supermachine_agent_client::{proto::ExecRequest, Client};
+use supermachine_guest_harness::cli::{self, die};
 use supermachine_guest_harness::guest::{Guest, GuestOptions};
 use supermachine_guest_harness::payloads::{self, GuestPayloads};
 use supermachine_guest_harness::tsi;
@@ -43,30 +44,24 @@ struct Args {
     only: Vec<String>,
 }
 
-fn die(msg: &str) -> ! {
-    eprintln!("tsi-test: {msg}");
-    std::process::exit(2)
-}
-
 fn parse_args() -> Args {
     let (mut arch, mut kernel, mut image, mut backend) = (String::from("x86_64"), None::<PathBuf>, None, None);
     let (mut host_ip, mut token, mut mismatch, mut label, mut json) =
         ("10.200.0.1".to_string(), None, false, String::from("ours"), None);
     let mut only = Vec::new();
-    let mut it = std::env::args().skip(1);
-    while let Some(a) = it.next() {
-        let mut val = || it.next().unwrap_or_else(|| die(&format!("{a} needs a value")));
+    let mut args = cli::Args::from_env();
+    while let Some(a) = args.next() {
         match a.as_str() {
-            "--arch" => arch = val(),
-            "--kernel" => kernel = Some(PathBuf::from(val())),
-            "--image" => image = Some(PathBuf::from(val())),
-            "--backend" => backend = Some(PathBuf::from(val())),
-            "--host-ip" => host_ip = val(),
-            "--token" => token = Some(val()),
+            "--arch" => arch = args.value(&a),
+            "--kernel" => kernel = Some(PathBuf::from(args.value(&a))),
+            "--image" => image = Some(PathBuf::from(args.value(&a))),
+            "--backend" => backend = Some(PathBuf::from(args.value(&a))),
+            "--host-ip" => host_ip = args.value(&a),
+            "--token" => token = Some(args.value(&a)),
             "--mismatch" => mismatch = true,
-            "--label" => label = val(),
-            "--json" => json = Some(PathBuf::from(val())),
-            "--only" => only = val().split(',').map(String::from).collect(),
+            "--label" => label = args.value(&a),
+            "--json" => json = Some(PathBuf::from(args.value(&a))),
+            "--only" => only = args.value(&a).split(',').map(String::from).collect(),
             _ => die(&format!("unknown argument {a} (see the header of src/bin/tsi-test.rs)")),
         }
     }

@@ -18,6 +18,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use supermachine_agent_client::{proto::ExecRequest, Client};
+use supermachine_guest_harness::cli::{self, die};
 use supermachine_guest_harness::guest::{Guest, GuestOptions};
 use supermachine_guest_harness::payloads::{self, GuestPayloads};
 
@@ -41,11 +42,6 @@ struct Args {
     stage: Vec<(String, Vec<u8>)>,
 }
 
-fn die(msg: &str) -> ! {
-    eprintln!("workload: {msg}");
-    std::process::exit(2)
-}
-
 fn parse_args() -> Args {
     let mut arch = String::from("x86_64");
     let (mut kernel, mut image, mut json) = (None::<PathBuf>, None::<PathBuf>, None::<PathBuf>);
@@ -53,22 +49,23 @@ fn parse_args() -> Args {
     let (mut checks, mut label, mut cmdline) = (Vec::new(), String::from("guest"), String::new());
     let (mut mem_mib, mut cpus, mut check_timeout) = (1024u32, 2u32, 600u64);
     let mut stage = Vec::new();
-    let mut it = std::env::args().skip(1);
-    while let Some(a) = it.next() {
-        let mut val = || it.next().unwrap_or_else(|| die(&format!("{a} needs a value")));
+    let mut args = cli::Args::from_env();
+    while let Some(a) = args.next() {
         match a.as_str() {
-            "--arch" => arch = val(),
-            "--kernel" => kernel = Some(val().into()),
-            "--image" => image = Some(val().into()),
-            "--script" => script = Some(val().into()),
-            "--checks" => checks = val().split(',').filter(|s| !s.is_empty()).map(String::from).collect(),
-            "--label" => label = val(),
-            "--mem" => mem_mib = val().parse().unwrap_or_else(|_| die("--mem takes MiB")),
-            "--cpus" => cpus = val().parse().unwrap_or_else(|_| die("--cpus takes a count")),
-            "--check-timeout" => check_timeout = val().parse().unwrap_or_else(|_| die("--check-timeout takes seconds")),
-            "--cmdline" => cmdline = val(),
-            "--json" => json = Some(val().into()),
-            "--stage" => stage.push(parse_stage(&val())),
+            "--arch" => arch = args.value(&a),
+            "--kernel" => kernel = Some(args.value(&a).into()),
+            "--image" => image = Some(args.value(&a).into()),
+            "--script" => script = Some(args.value(&a).into()),
+            "--checks" => checks = args.value(&a).split(',').filter(|s| !s.is_empty()).map(String::from).collect(),
+            "--label" => label = args.value(&a),
+            "--mem" => mem_mib = args.value(&a).parse().unwrap_or_else(|_| die("--mem takes MiB")),
+            "--cpus" => cpus = args.value(&a).parse().unwrap_or_else(|_| die("--cpus takes a count")),
+            "--check-timeout" => {
+                check_timeout = args.value(&a).parse().unwrap_or_else(|_| die("--check-timeout takes seconds"))
+            }
+            "--cmdline" => cmdline = args.value(&a),
+            "--json" => json = Some(args.value(&a).into()),
+            "--stage" => stage.push(parse_stage(&args.value(&a))),
             _ => die(&format!("unknown argument {a} (see the header of src/bin/workload.rs)")),
         }
     }
