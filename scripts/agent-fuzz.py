@@ -5,7 +5,7 @@
                   [--concurrency C] [--deadline D] [--from I] [--only I] [-v]
 
 Starts the agent (by default the committed static x86_64 payload) as PID 1 of a fresh
-pid+mount+net namespace (scripts/lib/agentharness.py: private tmpfs root, read-only /usr and
+pid+mount+net namespace (scripts/lib/agentharness/: private tmpfs root, read-only /usr and
 /etc, no host clock/RNG/kmsg access) listening on a Unix socket, and drives generated sessions
 against it, C at a time, in batches of B: valid and mutated REQUEST/CONTROL frames for every
 action of docs/PROTOCOL.md, FIFOs, /dev devices and /proc files as paths, huge declared

@@ -3,7 +3,7 @@
 
     agent-soak.py [--clients N] [--seconds S] [--agent PATH] [--seed X] [--json FILE]
 
-One agent in the sandbox of scripts/lib/agentharness.py (PID 1 of a fresh pid+mount+net
+One agent in the sandbox of scripts/lib/agentharness/ (PID 1 of a fresh pid+mount+net
 namespace, private tmpfs root). N clients run well-formed sessions back to back for S seconds,
 each checked: probe and stat; exec of echo/cat with stdin (output compared), a tty exec;
 write_file then read_file (contents compared); read_file_chunk of a 1 MiB file; a chunked

@@ -10,17 +10,15 @@ execute is `true`.
 """
 import json, os, statistics, struct, subprocess, sys, time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "lib"))
+from agentharness.wire import ERROR, EXIT, REQUEST, frame  # noqa: E402  (the one copy of the wire format)
+
 runs, work = int(sys.argv[1]), sys.argv[2]
 agents = [a.split("=", 1) for a in sys.argv[3:]]
 run_dir = os.path.join(work, "run")
 os.makedirs(run_dir, exist_ok=True)
 
-
-def frame(t, p):
-    return struct.pack(">BI", t, len(p)) + p
-
-
-REQ_TRUE = frame(0xFF, json.dumps({"argv": ["true"]}).encode())
+REQ_TRUE = frame(REQUEST, json.dumps({"argv": ["true"]}).encode())
 
 
 def read_exact(f, n):
@@ -37,9 +35,9 @@ def until_exit(f):
     while True:
         t, n = struct.unpack(">BI", read_exact(f, 5))
         p = read_exact(f, n)
-        if t == 5:
+        if t == EXIT:
             return struct.unpack(">I", p[:4])[0]
-        if t == 6:
+        if t == ERROR:
             raise RuntimeError(p.decode(errors="replace"))
 
 
