@@ -13,7 +13,10 @@
 # to /init and to agent ready, agent RSS as PID 1, exec round trip over vsock), kvmentry (the x86_64
 # kernel entered as the runtime's KVM loader enters it, no firmware and no ACPI: kvm-entry-test,
 # launch -> agent ready; see scripts/kvm-entry-test.sh), minmem (bench-guest --min-mem: lowest RAM
-# that boots and answers an exec).
+# that boots and answers an exec), footprint (footprint: the guest RAM a snapshot keeps, non-zero
+# and distinct 4 KiB pages, at agent ready and after `python3 -c 'import json, ssl'` on the workload
+# suite's Debian root, for ours, upstream and the two mixes; its Debian image is built once by
+# scripts/workload-test.sh --image-only).
 #
 # The upstream crates are fetched by cargo into a separate, non-member workspace
 # (target/bench-upstream, its own [workspace]), so normal builds never download them; their
@@ -26,7 +29,7 @@
 # docs/bench-boot.svg (--docs / --no-docs override). Never part of `cargo test`.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-ALL="size agent binsize build boot floor guest kvmentry minmem"
+ALL="size agent binsize build boot floor guest kvmentry minmem footprint"
 QUICK=0 SKIP="" ONLY="" DOCS="" BOOT_RUNS_ARG=""
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -287,6 +290,30 @@ if want minmem; then
             --min-mem-step "$MINMEM_STEP" --timeout 90 "${g[@]}" >"$PARTS/minmem-$arch.jsonl" 2>"$OUT/minmem-$arch.log" \
             || { tail -30 "$OUT/minmem-$arch.log" >&2; exit 1; }
     done
+fi
+
+if want footprint; then
+    (cd "$ROOT" && "$CARGO" build --quiet --release -p supermachine-guest-harness --bin footprint)
+    fp_runs=2; [ "$QUICK" = 1 ] && fp_runs=1
+    for arch in $ARCHES; do
+        o=$PAY/ours/$arch u=$PAY/upstream/$arch
+        sides=(--guest "ours=$o/kernel,$o/supermachine-agent" --guest "upstream=$u/kernel,$u/supermachine-agent"
+               --guest "our kernel, upstream agent=$o/kernel,$u/supermachine-agent"
+               --guest "upstream kernel, our agent=$u/kernel,$o/supermachine-agent")
+        log "footprint: $arch, non-zero guest RAM pages at agent ready (256 MiB, $fp_runs runs each)"
+        "$ROOT/target/release/footprint" --arch "$arch" --busybox "$(bb "$arch")" --runs "$fp_runs" "${sides[@]}" \
+            >"$PARTS/footprint-$arch.jsonl" 2>"$OUT/footprint-$arch.log" || { tail -30 "$OUT/footprint-$arch.log" >&2; exit 1; }
+        image=$("$ROOT/scripts/workload-test.sh" --arch "$arch" --tier quick --image-only 2>>"$OUT/footprint-$arch.log" | tail -1)
+        log "footprint: $arch, after python3 -c 'import json, ssl' on the Debian root ($image)"
+        "$ROOT/target/release/footprint" --arch "$arch" --busybox "$(bb "$arch")" --runs "$fp_runs" "${sides[@]:0:4}" \
+            --image "$image" --exec "python3 -c 'import json, ssl'" \
+            >"$PARTS/footprint-python-$arch.jsonl" 2>>"$OUT/footprint-$arch.log" || { tail -30 "$OUT/footprint-$arch.log" >&2; exit 1; }
+    done
+    o=$PAY/ours/aarch64 u=$PAY/upstream/aarch64
+    log "footprint: aarch64 init-oci flow (the runtime's HVF flow), non-zero pages at the heartbeat"
+    "$ROOT/target/release/footprint" --arch aarch64 --busybox "$(bb aarch64)" --runs "$fp_runs" --flow init-oci \
+        --guest "ours=$o/kernel,$o/supermachine-agent,$o/init-oci" --guest "upstream=$u/kernel,$u/supermachine-agent,$u/init-oci" \
+        >"$PARTS/footprint-initoci-aarch64.jsonl" 2>>"$OUT/footprint-aarch64.log" || { tail -30 "$OUT/footprint-aarch64.log" >&2; exit 1; }
 fi
 
 # --- report ----------------------------------------------------------------------------------

@@ -8,8 +8,9 @@
 # "Use it with supermachine" block, built (scripts/check-supermachine-compat.sh); the quick image
 # conformance tier (images the runtime's own code bakes; `--arch all --tier full` by hand); guest
 # networking through the runtime's own muxer (scripts/tsi-test.sh; `--arch all` by hand); the
-# Rosetta path on aarch64 (scripts/rosetta-test.sh); the x86_64 kernel through the runtime's own
-# KVM loader (scripts/kvm-entry-test.sh).
+# Rosetta path on aarch64 (scripts/rosetta-test.sh); the runtime's HVF guest, published pieces
+# against ours (scripts/hvf-diff.sh); the x86_64 kernel through the runtime's own KVM loader
+# (scripts/kvm-entry-test.sh).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -80,5 +81,7 @@ elif [ "${CI:-}" = true ]; then
 else
     echo "NOTE: not root: scripts/rosetta-test.sh skipped (QEMU's virtiofsd needs root)"
 fi
+echo "==> the runtime's HVF guest, published pieces against ours (scripts/hvf-diff.sh; both crosses: --full)"
+scripts/hvf-diff.sh
 echo "==> the x86_64 kernel through the runtime's own KVM loader (scripts/kvm-entry-test.sh)"
 scripts/kvm-entry-test.sh

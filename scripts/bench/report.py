@@ -195,6 +195,29 @@ if kvmentry:
         if failed:
             notes.append(f"kvmentry {s}: {failed} of {len(ke[s])} boots failed (not counted).")
 
+# ---- footprint: the guest RAM a snapshot keeps (non-zero 4 KiB pages) ----------------------------
+fp = {(flow, arch): by_name(load(f"footprint{flow}-{arch}.jsonl")) for flow in ("", "-initoci", "-python") for arch in ARCHES}
+if any(fp.values()):
+    section("snapshot footprint: guest RAM pages a snapshot keeps (256 MiB guests; median of the runs)")
+    fpages = lambda v: "—" if v is None else f"{v:,.0f} ({v * 4 / 1024:.1f} MiB)"
+    for flow, what in (("", "at agent ready"), ("-initoci", "at the init-oci heartbeat (HVF flow)"),
+                       ("-python", "after `python3 -c 'import json, ssl'`, Debian root")):
+        for arch in ARCHES:
+            d = fp[(flow, arch)]
+            if not d:
+                continue
+            o, u = d.get("ours", {}), d.get("upstream", {})
+            row(f"{arch} non-zero pages {what}", o.get("nonzero"), u.get("nonzero"), fpages, unit="pages")
+            row(f"{arch} distinct non-zero pages {what}", o.get("distinct"), u.get("distinct"), fpages, unit="pages")
+            if not flow:
+                for mix in ("our kernel, upstream agent", "upstream kernel, our agent"):
+                    if mix in d:
+                        row(f"{arch} non-zero pages at agent ready: {mix} (against upstream)", d[mix].get("nonzero"),
+                            u.get("nonzero"), fpages, unit="pages")
+                if o.get("owners"):
+                    owners = ", ".join(f"{n} {name}" for name, n in o["owners"])
+                    notes.append(f"{arch} ours at agent ready, non-zero pages by owner (the guest's /proc/kpageflags): {owners}.")
+
 # ---- floor: the same x86_64 launch to a minimal /init with a `make tinyconfig` kernel ----------
 floor = load("floor.json")
 if floor:
@@ -363,6 +386,14 @@ doc += f"""
   stub that switches to the runtime's long-mode state, `-M microvm,acpi=off`, the runtime's
   cold-boot command line. No firmware and no real-mode setup code run, so this is closer to what a
   KVM user of the runtime sees than the microvm rows. Launch → the first answered `/bin/true` exec.
+* **Snapshot footprint** (section `footprint`): `footprint` boots the same supermachine flow
+  (256 MiB, the same busybox on both sides, `quiet`), waits for agent ready (and, for the second
+  flow, runs `python3 -c 'import json, ssl'` through the agent on the workload suite's Debian
+  root), settles 500 ms, stops QEMU as a VMM stops its vCPUs, reads guest RAM from QEMU's memory
+  file and counts 4 KiB pages with any non-zero byte (the supermachine runtime's snapshot keeps
+  exactly those) and distinct non-zero contents (a deduplicating store). The mixes swap kernel
+  and agent to show each payload's share. Owners come from the guest's `/proc/kpageflags` read
+  right after (where the kernel has it): [SNAPSHOTS.md](SNAPSHOTS.md).
 * **Lowest RAM**: `bench-guest --min-mem`, bisecting between 8 and 512 MiB for the lowest size
   at which 3 boots out of 3 reach an agent that answers `/bin/true` (near the limit single boots
   pass or fail by chance; before 2026-12-01 the figure was the luckier of two boots).

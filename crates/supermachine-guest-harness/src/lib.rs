@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod cpio;
 pub mod dtb;
+pub mod footprint;
 pub mod guest;
 pub mod initramfs;
 pub mod oci;

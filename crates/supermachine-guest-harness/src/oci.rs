@@ -23,13 +23,17 @@ use supermachine_agent_client::{proto::ExecRequest, Client};
 /// init-oci sets the clock from it, so tests can check the clock against it.
 pub const HOST_TIME: u64 = 1_795_305_600;
 
-/// The initramfs: `/init` = init-oci and the empty mount points it needs.
-pub fn initramfs(init_oci: &[u8]) -> Vec<u8> {
+/// The initramfs: `/init` = init-oci, the empty mount points it needs, and `extra` files at its
+/// top level (the runtime adds `/supermachine-smpark.ko` there).
+pub fn initramfs(init_oci: &[u8], extra: &[ImageFile]) -> Vec<u8> {
     let mut a = Archive::new();
     for d in ["proc", "dev", "sys", "newroot"] {
         a.dir(d, 0o755);
     }
     a.file("init", 0o755, init_oci);
+    for f in extra {
+        a.file(f.path.trim_start_matches('/'), f.mode, &f.data);
+    }
     a.finish()
 }
 
@@ -114,6 +118,10 @@ pub struct OciOptions {
     pub extra_cmdline: String,
     /// Guest RAM in MiB.
     pub mem_mib: u32,
+    /// vCPUs.
+    pub cpus: u32,
+    /// Files added to the initramfs next to `/init` (e.g. the runtime's `/supermachine-smpark.ko`).
+    pub initramfs_files: Vec<ImageFile>,
     /// Host folders shared with virtio-fs: (tag, folder), served by [`crate::virtiofs`] (root).
     pub virtiofs: Vec<(String, PathBuf)>,
 }
@@ -139,6 +147,8 @@ impl OciOptions {
             env_json: None,
             extra_cmdline: String::new(),
             mem_mib: 256,
+            cpus: 1,
+            initramfs_files: Vec::new(),
             virtiofs: Vec::new(),
         }
     }
@@ -196,10 +206,11 @@ impl OciGuest {
         let kernel = dir.path().join("kernel");
         supermachine_kernel_build::write_atomic(&kernel, p.kernel, false)?;
         let initrd = dir.path().join("initrd.cpio");
-        std::fs::write(&initrd, initramfs(p.init_oci))?;
+        std::fs::write(&initrd, initramfs(p.init_oci, &opts.initramfs_files))?;
         let mut cfg = VmConfig::new(p.machine, &kernel);
         cfg.initrd = Some(initrd);
         cfg.mem_mib = opts.mem_mib;
+        cfg.cpus = opts.cpus;
         cfg.append = format!("panic=-1 supermachine.host_time={HOST_TIME} {}", opts.extra_cmdline);
         if opts.image {
             let tree = dir.path().join("rootfs");
@@ -246,7 +257,8 @@ impl OciGuest {
         self.client_with_timeout(Duration::from_secs(120))
     }
 
-    fn client_with_timeout(&self, read_timeout: Duration) -> Client<BoundedVsock> {
+    /// The agent client with reads bounded to `read_timeout` (needs `vsock: true`).
+    pub fn client_with_timeout(&self, read_timeout: Duration) -> Client<BoundedVsock> {
         let uds: PathBuf = self.backend.as_ref().expect("booted without vsock").uds_path().to_path_buf();
         Client::new(BoundedVsock::new(uds, 1028, read_timeout))
     }

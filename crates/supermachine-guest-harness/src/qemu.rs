@@ -256,22 +256,56 @@ impl Vm {
         Ok(Vm { child, started, console, _dtb_dir: dtb_dir, ram_base: cfg.machine.ram_base() })
     }
 
-    /// Writes `bytes` at guest-physical address `gpa` straight into guest RAM while the guest
-    /// runs, as a VMM writes its guest's memory (the supermachine runtime's direct smpark unpark
-    /// does). Needs RAM in QEMU's shared memfd, which a vhost-user device (vsock, virtio-fs)
-    /// brings; only below any RAM hole (small guests).
-    pub fn write_guest_phys(&self, gpa: u64, bytes: &[u8]) -> std::io::Result<()> {
-        use std::os::unix::fs::FileExt;
+    /// QEMU's shared memfd holding guest RAM (a vhost-user device, vsock or virtio-fs, makes
+    /// QEMU put RAM there), opened for reading and optionally writing.
+    fn guest_ram_file(&self, write: bool) -> std::io::Result<std::fs::File> {
         let fds = std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))?;
         let memfd = fds
             .flatten()
             .map(|e| e.path())
             .find(|p| std::fs::read_link(p).is_ok_and(|t| t.to_string_lossy().starts_with("/memfd:mem")))
             .ok_or_else(|| std::io::Error::other("QEMU has no memfd guest RAM (boot with a vhost-user device)"))?;
+        std::fs::OpenOptions::new().read(true).write(write).open(memfd)
+    }
+
+    /// Writes `bytes` at guest-physical address `gpa` straight into guest RAM while the guest
+    /// runs, as a VMM writes its guest's memory (the supermachine runtime's direct smpark unpark
+    /// does). Needs RAM in QEMU's shared memfd, which a vhost-user device (vsock, virtio-fs)
+    /// brings; only below any RAM hole (small guests).
+    pub fn write_guest_phys(&self, gpa: u64, bytes: &[u8]) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
         let offset = gpa
             .checked_sub(self.ram_base)
             .ok_or_else(|| std::io::Error::other(format!("{gpa:#x} is below guest RAM ({:#x})", self.ram_base)))?;
-        std::fs::OpenOptions::new().write(true).open(memfd)?.write_all_at(bytes, offset)
+        self.guest_ram_file(true)?.write_all_at(bytes, offset)
+    }
+
+    /// All of guest RAM, as a VMM's snapshot reads it (pause the guest first for a consistent
+    /// image: [`Vm::pause`]). Byte 0 is guest-physical [`Machine::ram_base`].
+    pub fn read_guest_ram(&self) -> std::io::Result<Vec<u8>> {
+        let mut ram = Vec::new();
+        std::io::Read::read_to_end(&mut self.guest_ram_file(false)?, &mut ram)?;
+        Ok(ram)
+    }
+
+    /// Stops every vCPU (and QEMU's other threads): SIGSTOP to the QEMU process, as a VMM stops
+    /// its vCPUs before it captures a snapshot.
+    pub fn pause(&self) -> std::io::Result<()> {
+        self.signal("-STOP")
+    }
+
+    /// Lets a [`Vm::pause`]d guest run again.
+    pub fn resume(&self) -> std::io::Result<()> {
+        self.signal("-CONT")
+    }
+
+    fn signal(&self, sig: &str) -> std::io::Result<()> {
+        let st = Command::new("kill").arg(sig).arg(self.child.id().to_string()).status()?;
+        if st.success() {
+            Ok(())
+        } else {
+            Err(std::io::Error::other(format!("kill {sig} {}: {st}", self.child.id())))
+        }
     }
 
     /// Waits until a console line contains `marker`; returns the time since launch it arrived.
