@@ -83,11 +83,13 @@ pub fn nonzero_by_owner(ram: &[u8], ram_base: u64, kpageflags: &[u8]) -> Vec<(&'
     v
 }
 
-/// Where the non-zero pages of each [`owner`] lie: per owner, runs of guest-physical MiB that
-/// hold any, as `(first MiB, last MiB, pages)`.
-pub fn owner_regions(ram: &[u8], ram_base: u64, kpageflags: &[u8]) -> Vec<(&'static str, Vec<(u64, u64, usize)>)> {
+/// A run of guest-physical MiB holding non-zero pages: `(first MiB, last MiB, pages)`.
+pub type MibRun = (u64, u64, usize);
+
+/// Where the non-zero pages of each [`owner`] lie: per owner, the [`MibRun`]s that hold any.
+pub fn owner_regions(ram: &[u8], ram_base: u64, kpageflags: &[u8]) -> Vec<(&'static str, Vec<MibRun>)> {
     let first_pfn = (ram_base / PAGE as u64) as usize;
-    let mut per: HashMap<&'static str, Vec<(u64, u64, usize)>> = HashMap::new();
+    let mut per: HashMap<&'static str, Vec<MibRun>> = HashMap::new();
     for (i, page) in ram.chunks(PAGE).enumerate() {
         if is_zero(page) {
             continue;
