@@ -22,6 +22,8 @@ ROWS = [
     ("x86_64 kernel's own boot time above a `make tinyconfig` kernel", "… of it above the floor"),
     ("lowest RAM that boots and answers an exec, x86_64", "x86_64 microvm: lowest RAM"),
     ("lowest RAM that boots and answers an exec, aarch64", "aarch64 virt: lowest RAM"),
+    ("guest RAM a snapshot keeps at agent ready, x86_64 (non-zero 4 KiB pages)", "x86_64 non-zero pages at agent ready"),
+    ("guest RAM a snapshot keeps at agent ready, aarch64", "aarch64 non-zero pages at agent ready"),
     ("copies of the kernel in a binary using `KERNEL_BYTES` from two crates", "copies of the kernel in the binary"),
     ("x86_64 agent binary (decoded / xz)", "x86_64 agent binary"),
     ("exec `true` over vsock, x86_64 (p50 / p99)", "x86_64 exec `true` over vsock"),
