@@ -94,8 +94,9 @@ upstream_fetch "$UPWS" "$OUT/upstream-metadata.json"
 upstream_crate_file() { # crate name -> .crate in cargo's download cache
     local f
     for f in "$CARGO_HOME"/registry/cache/*/"$1-$UPV.crate"; do
-        [ -e "$f" ] && { echo "$f"; return; }
+        if [ -e "$f" ]; then echo "$f"; return 0; fi
     done
+    return 0 # none: the crate has no upstream counterpart (supermachine-kernel-build)
 }
 
 # --- decoded payloads: $PAY/<side>/<arch>/<name> (+ <name>.xz size recorded) ------------------
