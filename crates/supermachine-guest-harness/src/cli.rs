@@ -15,6 +15,25 @@ pub fn tail_lines(s: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
+/// Reads a payload file into `&'static [u8]` (leaked: a tool lives as long as its payloads), so
+/// payloads from files fit the `GuestPayloads` the harness is built around; an unreadable file
+/// ends the program with its name.
+pub fn leak_file(path: &std::path::Path) -> &'static [u8] {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| die(&format!("{}: {e}", path.display())));
+    Box::leak(bytes.into_boxed_slice())
+}
+
+/// One `--guest NAME=KERNEL,AGENT[,EXTRA]` value: (name, kernel, agent, extra), extra empty when
+/// absent (the tools read it as kernel parameters or a third file). A malformed one ends the
+/// program, naming `flag` and its form.
+pub fn guest_spec(flag: &str, v: &str) -> (String, std::path::PathBuf, std::path::PathBuf, String) {
+    let bad = || die(&format!("{flag} takes NAME=KERNEL,AGENT[,EXTRA], got {v:?}"));
+    let (name, files) = v.split_once('=').unwrap_or_else(bad);
+    let (kernel, rest) = files.split_once(',').unwrap_or_else(bad);
+    let (agent, extra) = rest.split_once(',').unwrap_or((rest, ""));
+    (name.into(), kernel.into(), agent.into(), extra.into())
+}
+
 /// The command line after the program name, walked flag by flag.
 pub struct Args(std::iter::Skip<std::env::Args>);
 

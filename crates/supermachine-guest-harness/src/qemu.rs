@@ -38,6 +38,13 @@ impl Machine {
     fn is_mmio(self) -> bool {
         !matches!(self, Machine::Pc)
     }
+    /// Where guest RAM starts: QEMU `virt` maps it at 1 GiB, the x86 machines at 0.
+    pub fn ram_base(self) -> u64 {
+        match self {
+            Machine::Virt => 0x4000_0000,
+            _ => 0,
+        }
+    }
 }
 
 /// TSC frequency passed to microvm guests: TCG has no calibrated TSC, and without this token
@@ -188,16 +195,6 @@ pub struct Vm {
     _dtb_dir: Option<tempfile::TempDir>,
     /// Guest-physical address of the first byte of RAM.
     ram_base: u64,
-}
-
-impl Machine {
-    /// Where guest RAM starts: QEMU `virt` maps it at 1 GiB, the x86 machines at 0.
-    pub fn ram_base(self) -> u64 {
-        match self {
-            Machine::Virt => 0x4000_0000,
-            _ => 0,
-        }
-    }
 }
 
 impl Vm {

@@ -28,7 +28,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use supermachine_agent_client::{connect_hybrid_vsock_once, proto::ExecRequest, Client, HybridVsock};
-use supermachine_guest_harness::cli::{die, tail_lines, Args};
+use supermachine_guest_harness::cli::{die, guest_spec, leak_file, tail_lines, Args};
 use supermachine_guest_harness::initramfs::{self, Options as InitOptions};
 use supermachine_guest_harness::payloads::{self, GuestPayloads};
 use supermachine_guest_harness::qemu::{Machine, Vm, VmConfig};
@@ -36,13 +36,6 @@ use supermachine_guest_harness::{rootfs, vsock};
 
 const MARKER: &str = "@@ bench-guest init";
 const AGENT_PORT: u32 = 1028;
-
-/// Reads a file into `&'static [u8]` (leaked: the bench lives as long as its payloads), so
-/// file-based payloads fit the [`GuestPayloads`] the harness is built around.
-fn leak_file(path: &Path) -> &'static [u8] {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| die(&format!("{}: {e}", path.display())));
-    Box::leak(bytes.into_boxed_slice())
-}
 
 /// `GuestPayloads` from files; `base` gives the arch, machine and QEMU binary.
 fn payloads_from_files(base: GuestPayloads, kernel: &Path, busybox: &'static [u8], agent: &Path) -> GuestPayloads {
@@ -222,13 +215,7 @@ fn main() {
         match a.as_str() {
             "--arch" => arch = args.value(&a),
             "--busybox" => busybox = Some(args.value(&a).into()),
-            "--guest" => {
-                let v = args.value(&a);
-                let (name, files) = v.split_once('=').unwrap_or_else(|| die("--guest takes NAME=KERNEL,AGENT"));
-                let (k, rest) = files.split_once(',').unwrap_or_else(|| die("--guest takes NAME=KERNEL,AGENT"));
-                let (ag, params) = rest.split_once(',').unwrap_or((rest, ""));
-                guests.push((name.into(), k.into(), ag.into(), params.into()));
-            }
+            "--guest" => guests.push(guest_spec(&a, &args.value(&a))),
             "--runs" => runs = args.value(&a).parse().unwrap_or_else(|_| die("--runs takes a number")),
             "--mem" => mem = args.value(&a).parse().unwrap_or_else(|_| die("--mem takes MiB")),
             "--execs" => execs = args.value(&a).parse().unwrap_or_else(|_| die("--execs takes a number")),

@@ -26,16 +26,12 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use supermachine_agent_client::proto::ExecRequest;
-use supermachine_guest_harness::cli::{die, Args};
+use supermachine_agent_client::Client;
+use supermachine_guest_harness::cli::{die, guest_spec, leak_file, Args};
 use supermachine_guest_harness::footprint::{self, Footprint};
-use supermachine_guest_harness::guest::{Guest, GuestOptions};
+use supermachine_guest_harness::guest::{BoundedVsock, Guest, GuestOptions};
 use supermachine_guest_harness::oci::{ImageFile, OciGuest, OciOptions};
 use supermachine_guest_harness::payloads::{self, GuestPayloads};
-
-fn leak_file(path: &Path) -> &'static [u8] {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| die(&format!("{}: {e}", path.display())));
-    Box::leak(bytes.into_boxed_slice())
-}
 
 struct Spec {
     name: String,
@@ -76,6 +72,24 @@ fn init_oci_ram(spec: &Spec, mem: u32, settle: Duration) -> Result<(Vec<u8>, Oci
     Ok((ram.map_err(|e| format!("{}: reading guest RAM: {e}", spec.name))?, g))
 }
 
+/// Who holds the non-zero pages of `ram`, from the guest's `/proc/kpageflags`, read once after
+/// the snapshot point (the read itself touches a few pages); empty where the kernel has none.
+/// With `FOOTPRINT_REGIONS` set, also prints where each owner's pages lie.
+fn owners(spec: &Spec, client: &Client<BoundedVsock>, ram: &[u8]) -> Vec<(&'static str, usize)> {
+    let flags = match client.exec(&ExecRequest::new(["cat", "/proc/kpageflags"]), None) {
+        Ok(o) if o.status.success() && !o.stdout.is_empty() => o.stdout,
+        _ => return Vec::new(),
+    };
+    let base = spec.payloads.machine.ram_base();
+    if std::env::var_os("FOOTPRINT_REGIONS").is_some() {
+        for (owner, runs) in footprint::owner_regions(ram, base, &flags) {
+            let runs: Vec<String> = runs.iter().map(|(a, b, n)| format!("{a}-{b} MiB: {n}")).collect();
+            eprintln!("{} {owner}: {}", spec.name, runs.join(", "));
+        }
+    }
+    footprint::nonzero_by_owner(ram, base, &flags)
+}
+
 struct Run {
     fp: Footprint,
     ready_ms: f64,
@@ -94,12 +108,7 @@ fn one(
     if flow == Flow::InitOci {
         let (ram, g) = init_oci_ram(spec, mem, settle)?;
         let c = g.wait_agent(Duration::from_secs(300))?;
-        let owners = match c.exec(&ExecRequest::new(["cat", "/proc/kpageflags"]), None) {
-            Ok(o) if o.status.success() && !o.stdout.is_empty() => {
-                footprint::nonzero_by_owner(&ram, spec.payloads.machine.ram_base(), &o.stdout)
-            }
-            _ => Vec::new(),
-        };
+        let owners = owners(spec, &c, &ram);
         let ready_ms =
             g.vm.lines().iter().find(|(_, l)| l.contains(HEARTBEAT)).map_or(f64::NAN, |(t, _)| t.as_secs_f64() * 1e3);
         return Ok(Run { fp: footprint::measure(&ram), ready_ms, owners, meminfo: Vec::new() });
@@ -128,20 +137,8 @@ fn one(
     g.vm.resume().map_err(|e| e.to_string())?;
     let ram = ram.map_err(|e| format!("{}: reading guest RAM: {e}", spec.name))?;
     let fp = footprint::measure(&ram);
-    // Who holds the pages: read after the snapshot point (the reads themselves touch a few).
-    let owners = match g.client.exec(&ExecRequest::new(["cat", "/proc/kpageflags"]), None) {
-        Ok(o) if o.status.success() && !o.stdout.is_empty() => {
-            footprint::nonzero_by_owner(&ram, spec.payloads.machine.ram_base(), &o.stdout)
-        }
-        _ => Vec::new(),
-    };
+    let owners = owners(spec, &g.client, &ram);
     if std::env::var_os("FOOTPRINT_REGIONS").is_some() {
-        if let Ok(o) = g.client.exec(&ExecRequest::new(["cat", "/proc/kpageflags"]), None) {
-            for (owner, runs) in footprint::owner_regions(&ram, spec.payloads.machine.ram_base(), &o.stdout) {
-                let runs: Vec<String> = runs.iter().map(|(a, b, n)| format!("{a}-{b} MiB: {n}")).collect();
-                eprintln!("{} {owner}: {}", spec.name, runs.join(", "));
-            }
-        }
         if let Ok(o) = sh("cat /proc/iomem; dmesg | grep -i -E 'initrd|Freeing|Memory:|reserved'") {
             eprintln!("{}", String::from_utf8_lossy(&o.stdout));
         }
@@ -177,14 +174,7 @@ fn main() {
         match a.as_str() {
             "--arch" => arch = args.value(&a),
             "--busybox" => busybox = Some(args.value(&a).into()),
-            "--guest" => {
-                let v = args.value(&a);
-                let bad = || die("--guest takes NAME=KERNEL,AGENT[,PARAMS]");
-                let (name, files) = v.split_once('=').unwrap_or_else(bad);
-                let (k, rest) = files.split_once(',').unwrap_or_else(bad);
-                let (ag, params) = rest.split_once(',').unwrap_or((rest, ""));
-                guests.push((name.into(), k.into(), ag.into(), params.into()));
-            }
+            "--guest" => guests.push(guest_spec(&a, &args.value(&a))),
             "--mem" => mem = args.value(&a).parse().unwrap_or_else(|_| die("--mem takes MiB")),
             "--runs" => runs = args.value(&a).parse().unwrap_or_else(|_| die("--runs takes a number")),
             "--image" => image = Some(args.value(&a).into()),

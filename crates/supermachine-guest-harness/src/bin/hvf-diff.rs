@@ -21,10 +21,10 @@
 #![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use supermachine_agent_client::proto::ExecRequest;
-use supermachine_guest_harness::cli::{die, Args};
+use supermachine_guest_harness::cli::{die, leak_file, Args};
 use supermachine_guest_harness::oci::{ImageFile, OciGuest, OciOptions};
 use supermachine_guest_harness::payloads::{self, GuestPayloads};
 
@@ -33,11 +33,6 @@ const COLLECT: &str = include_str!("../../../../scripts/hvf-diff/collect.sh");
 const ENV_JSON: &str = "{\n  \"env\": {\n    \"GREETING\": \"hello\",\n    \"ESCAPED\": \"a\\\\b\",\n    \"LINES\": \"l1\\nl2\",\n    \"SUPERMACHINE_GUEST_STDIO\": \"0\"\n  },\n  \"secrets\": {\n    \"TOKEN\": \"s3cret\"\n  }\n}\n";
 const HEARTBEAT: &str = "[SUPERMACHINE-INIT] heartbeat counter=1";
 const GPA_LINE: &str = "[SUPERMACHINE-SMPARK] state_gpa=0x";
-
-fn leak_file(path: &Path) -> &'static [u8] {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| die(&format!("{}: {e}", path.display())));
-    Box::leak(bytes.into_boxed_slice())
-}
 
 /// Boots one side and collects its facts (`key` → value).
 fn collect(name: &str, p: GuestPayloads, smpark_ko: Option<&[u8]>) -> Result<BTreeMap<String, String>, String> {
