@@ -104,13 +104,9 @@ pub fn boot() -> Result<Supervisor, Fatal> {
     mount_scratch_dirs()?;
     mount_delta_binds(NEWROOT, &delta.virtiofs);
     switch_root()?;
-    if super::rosetta::setup() {
-        for env in [&mut agent_env, &mut process.env] {
-            if get_env(env, "HOME").is_none() {
-                env.push("HOME=/root".into());
-            }
-        }
-    }
+    // Rosetta's `HOME=/root` (the runtime's init sets it for the translator) needs nothing here:
+    // the agent's environment always names a HOME, the workload's its user's.
+    super::rosetta::setup();
 
     // In the image root from here on. The agent first (the runtime's order: it is listening
     // before the heartbeat its snapshot trigger waits for).

@@ -14,16 +14,14 @@ const BINFMT_DIR: &str = "/proc/sys/fs/binfmt_misc";
 /// How long the warm-up program may take (the first translation); then it is killed.
 const WARMUP_LIMIT: Duration = Duration::from_secs(5);
 
-/// Sets Rosetta up in the (switched) image root. Returns whether the share is there, in which
-/// case every process PID 1 starts gets `HOME=/root` unless its environment names one (the
-/// runtime's init sets it for Rosetta's sake).
-pub fn setup() -> bool {
+/// Sets Rosetta up in the (switched) image root, when the runtime shared it.
+pub fn setup() {
     if !Path::new(INTERPRETER).exists() {
-        return false;
+        return;
     }
     if let Err(e) = register() {
         log!("rosetta: binfmt_misc: {e}");
-        return true;
+        return;
     }
     for dir in [CACHE_DIR, "/run/rosettad"] {
         if let Err(e) = std::fs::create_dir_all(dir) {
@@ -46,7 +44,6 @@ pub fn setup() -> bool {
     std::thread::sleep(Duration::from_millis(100));
     warm_up();
     log!("Rosetta-in-VM ready (binfmt_misc amd64 -> {INTERPRETER})");
-    true
 }
 
 /// binfmt_misc mounted (already mounted is fine) and the `amd64` entry registered (already
